@@ -1,0 +1,1 @@
+"""Datasets, transforms, image / points I/O and tiling."""

@@ -1,0 +1,137 @@
+"""Image and points I/O. Images: TIFF via tifffile, PNG/JPEG via scikit-image. Points: CSV with a
+header ``y,x[,score,...]`` in pixel units (row, column: the order napari reads). Every write is
+atomic: a temporary file in the target folder, renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+TIFF_SUFFIXES = {".tif", ".tiff"}
+RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds,
+    delete it otherwise (so a crash never leaves a partial output file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_image(path: str | Path, allow_nonfinite: bool = False) -> np.ndarray:
+    """Read an image as a NumPy array with its own dtype and shape.
+
+    Raises :class:`UserError` for a missing, unreadable or empty file, or NaN/Inf values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            image = tifffile.imread(path)
+        elif suffix in RASTER_SUFFIXES:
+            import skimage.io
+
+            image = skimage.io.imread(path)
+        else:
+            raise UserError(f"{path}: unsupported image type '{suffix}' (use .tif, .png or .jpg)")
+    except UserError:
+        raise
+    except Exception as exc:  # tifffile/imageio raise many types for corrupt files
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    image = np.asarray(image)
+    if image.size == 0:
+        raise UserError(f"{path}: image is empty")
+    if not allow_nonfinite and np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise UserError(f"{path}: image contains NaN or Inf values")
+    return image
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write an array as TIFF (any dtype) or PNG/JPEG (uint8/uint16), atomically."""
+    path = Path(path)
+    image = np.asarray(image)
+    suffix = path.suffix.lower()
+    with atomic_path(path) as tmp:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            tifffile.imwrite(tmp, image)
+        elif suffix in RASTER_SUFFIXES:
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, image, extension=suffix)
+        else:
+            raise UserError(f"{path}: unsupported output type '{suffix}' (use .tif or .png)")
+    return path
+
+
+def read_points(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Read a points CSV -> (yx (N, 2) float array, {other column: (N,) float array}).
+
+    The header must contain ``y`` and ``x``; an empty file body gives N = 0.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"points file not found: {path}")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read points CSV ({exc})") from None
+    if not rows:
+        raise UserError(f"{path}: empty points file (expected a header 'y,x')")
+    header = [h.strip() for h in rows[0]]
+    if "y" not in header or "x" not in header:
+        raise UserError(f"{path}: header must contain 'y' and 'x', got {','.join(header)}")
+    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    try:
+        table = np.array(body, dtype=float).reshape(len(body), len(header))
+    except ValueError:
+        raise UserError(f"{path}: non-numeric or ragged rows in points CSV") from None
+    if not np.isfinite(table).all():
+        raise UserError(f"{path}: points CSV contains NaN or Inf")
+    columns = {name: table[:, i] for i, name in enumerate(header)}
+    yx = np.stack([columns.pop("y"), columns.pop("x")], axis=1)
+    return yx, columns
+
+
+def write_points(
+    path: str | Path, yx: np.ndarray, columns: Mapping[str, np.ndarray] | None = None
+) -> Path:
+    """Write points (N, 2) as CSV with header ``y,x`` + extra columns, atomically."""
+    yx = np.asarray(yx, dtype=float).reshape(-1, 2)
+    columns = {k: np.asarray(v, dtype=float).reshape(-1) for k, v in (columns or {}).items()}
+    for name, values in columns.items():
+        if len(values) != len(yx):
+            raise ValueError(f"column {name!r} has {len(values)} values for {len(yx)} points")
+    header = ["y", "x", *columns]
+    table = np.column_stack([yx, *columns.values()]) if columns else yx
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows([[f"{v:.6g}" for v in row] for row in table])
+    return Path(path)

@@ -1,0 +1,132 @@
+"""Unrolled proximal-gradient networks (LISTA-style): layer m is one solver iteration with its own
+operator A_m, step η_m, threshold θ_m and momentum β_m, all trainable.
+
+    x_0 = z_0 = 0
+    x_m = prox(z_{m−1} − η_m · A_m^T(A_m z_{m−1} − y), θ_m)
+    z_m = x_m + β_m (x_m − x_{m−1})
+
+``from_solver(op, lam, n_layers)`` sets A_m = A, η_m = 1/L, θ_m = lam/L and β_m from the solver's
+momentum rule, so the untrained network *is* n_layers iterations of ISTA / FISTA / APG.
+
+Seed: spodnet-lista-spod-microscopy.txt Sec. 3 (LISTA-Net, Fig. 5);
+spotnet-fluorospot-learned-iterations.txt Fig. 2 (unrolled APG).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..operators.base import LinearOperator
+from ..prox import soft_threshold
+
+
+def momentum_schedule(rule: str, n_layers: int) -> list[float]:
+    """β_1..β_M of the solver's momentum rule ('none', 'fista' or 'nesterov')."""
+    if rule == "none":
+        return [0.0] * n_layers
+    if rule == "nesterov":
+        return [(k - 1) / (k + 2) for k in range(1, n_layers + 1)]
+    if rule == "fista":
+        betas, t = [], 1.0
+        for _ in range(n_layers):
+            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+            betas.append((t - 1) / t_new)
+            t = t_new
+        return betas
+    raise ValueError(f"momentum must be 'none', 'fista' or 'nesterov', got {rule!r}")
+
+
+class UnrolledProximalGradient(nn.Module):
+    """A stack of proximal-gradient layers; see the module docstring for the recursion.
+
+    ops: one operator per layer (deep copies are *not* made here); step, threshold, momentum:
+    one value per layer. ``output`` is applied to the last iterate (e.g. ``torch.relu`` for the
+    [x]_+ post-threshold of SPoD-Net eq. (11)).
+    """
+
+    def __init__(
+        self,
+        ops: Sequence[LinearOperator],
+        step: Sequence[float],
+        threshold: Sequence[float],
+        momentum: Sequence[float] | None = None,
+        prox: Callable = soft_threshold,
+        learn_momentum: bool = False,
+        output: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        super().__init__()
+        n = len(ops)
+        momentum = [0.0] * n if momentum is None else list(momentum)
+        if not (len(step) == len(threshold) == len(momentum) == n):
+            raise ValueError("ops, step, threshold and momentum need one entry per layer")
+        self.ops = nn.ModuleList(ops)
+        self.step = nn.Parameter(torch.tensor(list(step), dtype=torch.get_default_dtype()))
+        self.threshold = nn.Parameter(torch.tensor(list(threshold), dtype=torch.get_default_dtype()))
+        self.momentum = nn.Parameter(
+            torch.tensor(momentum, dtype=torch.get_default_dtype()), requires_grad=learn_momentum
+        )
+        self.prox = prox
+        self.output = output
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.ops)
+
+    @classmethod
+    def from_solver(
+        cls,
+        op: LinearOperator,
+        lam: float,
+        n_layers: int,
+        *,
+        in_shape: tuple[int, ...] | None = None,
+        step: float | None = None,
+        prox: Callable = soft_threshold,
+        momentum: str = "none",
+        learn_op: bool = True,
+        **kwargs,
+    ) -> UnrolledProximalGradient:
+        """Exactly ``n_layers`` iterations of ISTA ('none'), FISTA ('fista') or APG ('nesterov')
+        with constant step ``step`` (default 1/||A||², which needs ``in_shape``)."""
+        if step is None:
+            if in_shape is None:
+                raise ValueError("from_solver needs in_shape (to compute 1/L) or an explicit step")
+            step = 1.0 / op.lipschitz(in_shape)
+        ops = []
+        for _ in range(n_layers):
+            layer_op = copy.deepcopy(op)
+            for p in layer_op.parameters():
+                p.requires_grad_(learn_op)
+            ops.append(layer_op)
+        return cls(
+            ops,
+            [step] * n_layers,
+            [lam * step] * n_layers,
+            momentum_schedule(momentum, n_layers),
+            prox=prox,
+            **kwargs,
+        )
+
+    def layer(self, m: int, x_prev: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x_m from z_{m−1} (the proximal gradient step of layer m, 0-based)."""
+        op = self.ops[m]
+        return self.prox(z - self.step[m] * op.adjoint(op(z) - y), self.threshold[m])
+
+    def forward(
+        self, y: torch.Tensor, n_layers: int | None = None, x0: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """y (B, *out_shape) -> x (B, *in_shape). ``n_layers`` runs only the first layers
+        (layer-wise training)."""
+        n_layers = self.n_layers if n_layers is None else n_layers
+        x = torch.zeros_like(self.ops[0].adjoint(y)) if x0 is None else x0
+        z = x
+        for m in range(n_layers):
+            x_new = self.layer(m, x, z, y)
+            z = x_new + self.momentum[m] * (x_new - x)
+            x = x_new
+        return self.output(x) if self.output is not None else x

@@ -1,0 +1,1 @@
+"""Simulators with ground truth, one module per task."""

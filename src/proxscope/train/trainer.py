@@ -1,0 +1,197 @@
+"""One Trainer for every task: optimizer, seeded batches, validation, best checkpoint, resume.
+
+Batches come from a function ``sample_batch(rng) -> batch`` that receives a NumPy Generator
+seeded by (seed, step): a run resumed from step k draws exactly the batches an uninterrupted run
+would, so the final weights are the same. The global torch RNG is reseeded the same way each step.
+
+Files: ``out`` holds the best model (lowest validation loss; the last one without validation) in
+the format of :mod:`proxscope.checkpoint`; ``out`` + ".resume" holds the latest weights,
+optimizer state, step and history every ``ckpt_every`` steps, and ``resume=True`` continues
+from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import read_checkpoint, save_checkpoint
+from ..errors import UserError
+from ..utils import resolve_device
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    optimizer: str = "adam"  # 'adam' or 'sgd'
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    val_every: int = 100
+    ckpt_every: int = 100
+    seed: int = 0
+    device: str | None = None
+    quiet: bool = False
+
+
+def to_device(batch, device):
+    """Move tensors inside (nested) tuples / lists / dicts to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for idx, param_state in state["state"].items():
+        for name, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"scalars": scalars, "param_groups": state["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+class Trainer:
+    """Train ``model`` by minimising ``loss_fn(model, batch)`` over batches from ``sample_batch``.
+
+    validate: optional ``validate(model) -> float`` (lower is better), run every ``val_every``
+    steps under ``torch.no_grad`` in eval mode. param_groups: optional optimizer parameter groups
+    (default: all trainable parameters with ``config.lr``). extra: JSON-able metadata stored in
+    the checkpoint (e.g. detection thresholds, data description).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+        sample_batch: Callable[[np.random.Generator], Any],
+        config: TrainConfig,
+        out: str | Path,
+        validate: Callable[[torch.nn.Module], float] | None = None,
+        param_groups: list[dict] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.sample_batch = sample_batch
+        self.validate = validate
+        self.out = Path(out)
+        self.resume_path = self.out.with_name(self.out.name + ".resume")
+        self.extra = dict(extra or {})
+        groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        if config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+        elif config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {config.optimizer!r}")
+        self.step = 0
+        self.best_val = math.inf
+        self.history: list[dict[str, float]] = []
+
+    # -- persistence -------------------------------------------------------------------------
+    def _save_resume(self) -> None:
+        tensors, optim_meta = _flatten_optimizer(self.optimizer.state_dict())
+        meta = {
+            "step": self.step,
+            "best_val": self.best_val if math.isfinite(self.best_val) else None,
+            "history": self.history,
+            "optimizer": optim_meta,
+            "train_config": asdict(self.config),
+        }
+        save_checkpoint(self.resume_path, self.model, extra=meta, tensors=tensors)
+
+    def _load_resume(self) -> None:
+        ckpt = read_checkpoint(self.resume_path, device=self.device)
+        try:
+            self.model.load_state_dict(ckpt.model_state())
+            self.optimizer.load_state_dict(
+                _unflatten_optimizer(ckpt.tensors, ckpt.extra["optimizer"])
+            )
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UserError(f"{self.resume_path}: does not match this model ({exc})") from None
+        self.step = int(ckpt.extra["step"])
+        best = ckpt.extra.get("best_val")
+        self.best_val = math.inf if best is None else float(best)
+        self.history = list(ckpt.extra.get("history", []))
+
+    def _save_best(self) -> None:
+        save_checkpoint(self.out, self.model, extra={**self.extra, "history": self.history})
+
+    # -- loop --------------------------------------------------------------------------------
+    def _run_validation(self) -> float:
+        self.model.eval()
+        with torch.no_grad():
+            value = float(self.validate(self.model))
+        self.model.train()
+        return value
+
+    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train to ``config.steps`` steps; returns the history of (step, loss[, val])."""
+        from tqdm.auto import tqdm
+
+        if resume:
+            if not self.resume_path.is_file():
+                raise UserError(f"--resume: no resume file {self.resume_path}; start without it")
+            self._load_resume()
+        cfg = self.config
+        self.model.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet, desc="train", unit="step")
+        running = None
+        while self.step < cfg.steps:
+            rng = np.random.default_rng([cfg.seed, self.step])
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step)
+            batch = to_device(self.sample_batch(rng), self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model, batch)
+            if not torch.isfinite(loss):
+                raise UserError(f"training diverged: loss is {float(loss)} at step {self.step}; lower --lr")
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            value = float(loss)
+            running = value if running is None else 0.9 * running + 0.1 * value
+            record: dict[str, float] = {"step": self.step, "loss": value}
+            if self.validate is not None and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                record["val"] = self._run_validation()
+                if record["val"] < self.best_val:
+                    self.best_val = record["val"]
+                    self._save_best()
+                bar.set_postfix(loss=f"{running:.4g}", val=f"{record['val']:.4g}")
+            elif self.step % 10 == 0:
+                bar.set_postfix(loss=f"{running:.4g}")
+            self.history.append(record)
+            bar.update(1)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self._save_resume()
+        bar.close()
+        if self.validate is None or not self.out.exists():
+            self._save_best()
+        return self.history
