@@ -169,14 +169,14 @@ class Trainer:
             batch = to_device(self.sample_batch(rng), self.device)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.model, batch)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss.detach()):
                 raise UserError(f"training diverged: loss is {float(loss)} at step {self.step}; lower --lr")
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.step += 1
-            value = float(loss)
+            value = float(loss.detach())
             running = value if running is None else 0.9 * running + 0.1 * value
             record: dict[str, float] = {"step": self.step, "loss": value}
             if self.validate is not None and (self.step % cfg.val_every == 0 or self.step == cfg.steps):

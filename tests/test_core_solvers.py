@@ -1,0 +1,118 @@
+"""Solvers against scikit-learn's Lasso, monotonicity of ISTA, FISTA's speed-up, line search, APG."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Lasso
+
+from proxscope.operators import MatrixOperator, MultiConv2d
+from proxscope.prox import nonneg_group_soft_threshold, nonneg_soft_threshold
+from proxscope.solvers import apg, fista, ista, lasso_objective
+
+D64 = torch.float64
+
+
+def _problem(m=40, n=60, batch=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    matrix = torch.randn(m, n, generator=gen, dtype=D64) / m**0.5
+    x_true = torch.zeros(batch, n, dtype=D64)
+    x_true[:, :6] = torch.randn(batch, 6, generator=gen, dtype=D64) * 2
+    y = x_true @ matrix.T + 0.05 * torch.randn(batch, m, generator=gen, dtype=D64)
+    return MatrixOperator(matrix), y
+
+
+def _sklearn_lasso(op, y, lam, positive=False):
+    """Our objective 0.5||Ax - y||^2 + lam||x||_1 is sklearn's times m, with alpha = lam / m."""
+    matrix = op.matrix.numpy()
+    m = matrix.shape[0]
+    out = []
+    for row in y.numpy():
+        model = Lasso(alpha=lam / m, fit_intercept=False, tol=1e-14, max_iter=200_000, positive=positive)
+        out.append(model.fit(matrix, row).coef_)
+    return torch.tensor(np.array(out))
+
+
+@pytest.mark.parametrize("solver", [ista, fista, apg])
+def test_lasso_matches_sklearn(solver):
+    op, y = _problem()
+    expected = _sklearn_lasso(op, y, lam=0.1)
+    result = solver(op, y, 0.1, n_iter=20_000, tol=1e-12)
+    assert torch.allclose(result.x, expected, atol=1e-4)
+
+
+def test_fista_line_search_matches_sklearn():
+    op, y = _problem(seed=1)
+    expected = _sklearn_lasso(op, y, lam=0.1)
+    result = fista(op, y, 0.1, n_iter=20_000, tol=1e-12, line_search=True)
+    assert torch.allclose(result.x, expected, atol=1e-4)
+    assert result.step.shape == (3,)
+    # the step found never exceeds 2/L (backtracking only overshoots 1/L by the factor eta)
+    assert float(result.step.min()) > 0 and float(result.step.max()) <= 2 / op.lipschitz((60,))
+
+
+def test_nonneg_lasso_matches_sklearn_positive():
+    op, y = _problem(seed=2)
+    expected = _sklearn_lasso(op, y, lam=0.05, positive=True)
+    result = fista(op, y, 0.05, nonneg_soft_threshold, n_iter=20_000, tol=1e-12)
+    assert torch.allclose(result.x, expected, atol=1e-4)
+
+
+def test_ista_objective_never_increases():
+    op, y = _problem(seed=3)
+    result = ista(op, y, 0.1, n_iter=500, tol=0)
+    diffs = result.objective[1:] - result.objective[:-1]
+    assert diffs.max() <= 1e-12
+    assert len(result.time) == 500 and result.time == sorted(result.time)
+
+
+def test_fista_needs_fewer_iterations_than_ista():
+    op, y = _problem(seed=4)
+    x_star = fista(op, y, 0.1, n_iter=5000, tol=1e-14).x
+    f_star = lasso_objective(op, x_star, y, 0.1, lambda x: x.abs().sum(1))
+
+    def iterations_to(result, gap=1e-8):
+        ok = ((result.objective - f_star) <= gap).all(dim=1)
+        return int(ok.nonzero()[0]) + 1
+
+    n_ista = iterations_to(ista(op, y, 0.1, n_iter=3000, tol=0))
+    n_fista = iterations_to(fista(op, y, 0.1, n_iter=3000, tol=0))
+    assert n_fista < n_ista
+
+
+def test_per_sample_lambda_equals_separate_solves():
+    op, y = _problem(seed=5)
+    lam = torch.tensor([0.05, 0.1, 0.3], dtype=D64)
+    joint = fista(op, y, lam, n_iter=3000, tol=1e-13).x
+    for i in range(3):
+        alone = fista(op, y[i : i + 1], float(lam[i]), n_iter=3000, tol=1e-13).x
+        assert torch.allclose(joint[i : i + 1], alone, atol=1e-8)
+
+
+def test_tolerance_stops_early():
+    op, y = _problem(seed=6)
+    result = fista(op, y, 0.1, n_iter=10_000, tol=1e-6)
+    assert result.converged and result.n_iter < 10_000
+    assert result.objective.shape == (result.n_iter, 3)
+
+
+def test_apg_group_sparse_convolutional_coding_optimality():
+    """APG on SpotNet's problem (eq. 2): the fixed point satisfies x = prox(x - step*grad, lam*step)."""
+    gen = torch.Generator().manual_seed(7)
+    kernels = torch.rand(4, 5, 5, generator=gen, dtype=D64)
+    op = MultiConv2d(kernels)
+    x_true = torch.zeros(2, 4, 16, 16, dtype=D64)
+    x_true[:, :, 4, 5] = torch.rand(2, 4, generator=gen, dtype=D64)
+    x_true[:, :, 11, 9] = torch.rand(2, 4, generator=gen, dtype=D64)
+    y = op(x_true)
+    prox = functools.partial(nonneg_group_soft_threshold, dim=1)
+    result = apg(op, y, 0.05, prox, n_iter=5000, tol=1e-12)
+    x = result.x
+    step = 1 / op.lipschitz((4, 16, 16))
+    fixed_point = prox(x - step * op.adjoint(op(x) - y), 0.05 * step)
+    assert (x >= 0).all()
+    assert torch.allclose(x, fixed_point, atol=1e-9)
+    # the two sources are found where they are
+    energy = x.norm(dim=1)[0]
+    assert set(map(tuple, (energy > 0.1 * energy.max()).nonzero().tolist())) <= {(4, 5), (11, 9)}

@@ -1,0 +1,100 @@
+"""Trainer: resume after a crash ends with the same weights; best checkpoint; checkpoints load."""
+
+import pytest
+import torch
+
+from proxscope.checkpoint import read_checkpoint, save_checkpoint
+from proxscope.errors import CheckpointError, UserError
+from proxscope.models import load
+from proxscope.models.lista import LISTA
+from proxscope.train import TrainConfig, Trainer
+
+MATRIX = torch.randn(8, 20, generator=torch.Generator().manual_seed(0))
+
+
+def _sample(rng):
+    x = torch.zeros(4, 20)
+    idx = torch.from_numpy(rng.integers(0, 20, size=(4, 2)))
+    x.scatter_(1, idx, torch.from_numpy(rng.uniform(0.5, 1.5, size=(4, 2))).float())
+    return x @ MATRIX.T, x
+
+
+def _loss(model, batch):
+    y, x = batch
+    return (model(y) - x).square().mean()
+
+
+def _trainer(out, steps, val=True):
+    torch.manual_seed(0)
+    model = LISTA.from_matrix(MATRIX, lam=0.05, n_layers=3)
+    y_val, x_val = _sample(__import__("numpy").random.default_rng(123))
+    validate = (lambda m: float(_loss(m, (y_val, x_val)))) if val else None
+    config = TrainConfig(steps=steps, lr=1e-2, val_every=5, ckpt_every=5, seed=3, quiet=True)
+    return Trainer(model, _loss, _sample, config, out, validate=validate, extra={"note": "test"})
+
+
+def test_resume_after_crash_gives_identical_weights(tmp_path):
+    full = _trainer(tmp_path / "full.ckpt", 20)
+    full.fit()
+
+    crashed = _trainer(tmp_path / "crash.ckpt", 20)
+    crashed.config.steps = 10  # "killed" after 10 steps: the resume file holds step 10
+    crashed.fit()
+    resumed = _trainer(tmp_path / "crash.ckpt", 20)
+    resumed.fit(resume=True)
+    assert resumed.step == 20
+    expected, got = full.model.state_dict(), resumed.model.state_dict()
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
+def test_training_lowers_loss_and_keeps_best(tmp_path):
+    trainer = _trainer(tmp_path / "best.ckpt", 30)
+    history = trainer.fit()
+    vals = [h["val"] for h in history if "val" in h]
+    assert min(vals) < vals[0]
+    model, extra = load(tmp_path / "best.ckpt")
+    assert extra["note"] == "test" and isinstance(model, LISTA)
+    y, x = _sample(__import__("numpy").random.default_rng(123))
+    assert float(_loss(model, (y, x))) == pytest.approx(min(vals), rel=1e-5)
+
+
+def test_resume_without_file_is_user_error(tmp_path):
+    with pytest.raises(UserError, match="no resume file"):
+        _trainer(tmp_path / "none.ckpt", 5).fit(resume=True)
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    model = LISTA.from_matrix(MATRIX, lam=0.1, n_layers=2)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, extra={"threshold": 0.5})
+    loaded, extra = load(path)
+    assert extra == {"threshold": 0.5}
+    y = torch.randn(3, 8)
+    assert torch.equal(loaded(y), model.eval()(y))
+    assert read_checkpoint(path).config["n_layers"] == 2
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="not a readable proxscope checkpoint"):
+        load(corrupt)
+    with pytest.raises(CheckpointError, match="unknown model"):
+        load(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="expected a"):
+        load(path, expected=torch.nn.Conv2d)
+
+
+def test_checkpoint_with_mismatched_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = LISTA.from_matrix(MATRIX, lam=0.1, n_layers=2)
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    tensors = load_file(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors["net.step"] = torch.zeros(7)
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        load(path)
