@@ -14,8 +14,8 @@ def machine_info() -> dict[str, Any]:
     """CPU, threads, load and library versions, recorded with every benchmark result."""
     import numpy
     import scipy
-    import sklearn
     import skimage
+    import sklearn
     import torch
 
     from . import __version__

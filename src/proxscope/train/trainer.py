@@ -8,11 +8,18 @@ Files: ``out`` holds the best model (lowest validation loss; the last one withou
 the format of :mod:`proxscope.checkpoint`; ``out`` + ".resume" holds the latest weights,
 optimizer state, step and history every ``ckpt_every`` steps, and ``resume=True`` continues
 from it.
+
+Scale-out: started by ``torchrun --nproc_per_node N`` (WORLD_SIZE > 1), the Trainer joins the
+process group (gloo on CPU, nccl on CUDA), broadcasts rank 0's initial weights, draws a different
+batch on each rank (rng seeded by (seed, step, rank)) and averages gradients across ranks before
+each optimizer step (data parallel, as DistributedDataParallel does); only rank 0 writes files
+and shows progress. A single process needs no change.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +56,18 @@ def to_device(batch, device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+def _init_distributed(device) -> tuple[int, int]:
+    """(world size, rank); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_world_size(), dist.get_rank()
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -96,7 +115,15 @@ class Trainer:
     ):
         self.config = config
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        self.world, self.rank = _init_distributed(self.device)
         self.model = model.to(self.device)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for tensor in self.model.state_dict().values():
+                dist.broadcast(tensor, src=0)
         self.loss_fn = loss_fn
         self.sample_batch = sample_batch
         self.validate = validate
@@ -116,6 +143,8 @@ class Trainer:
 
     # -- persistence -------------------------------------------------------------------------
     def _save_resume(self) -> None:
+        if self.rank != 0:
+            return
         tensors, optim_meta = _flatten_optimizer(self.optimizer.state_dict())
         meta = {
             "step": self.step,
@@ -141,7 +170,17 @@ class Trainer:
         self.history = list(ckpt.extra.get("history", []))
 
     def _save_best(self) -> None:
+        if self.rank != 0:
+            return
         save_checkpoint(self.out, self.model, extra={**self.extra, "history": self.history})
+
+    def _average_gradients(self) -> None:
+        import torch.distributed as dist
+
+        for p in self.model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad /= self.world
 
     # -- loop --------------------------------------------------------------------------------
     def _run_validation(self) -> float:
@@ -161,10 +200,12 @@ class Trainer:
             self._load_resume()
         cfg = self.config
         self.model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet, desc="train", unit="step")
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, disable=cfg.quiet or self.rank != 0, desc="train", unit="step"
+        )
         running = None
         while self.step < cfg.steps:
-            rng = np.random.default_rng([cfg.seed, self.step])
+            rng = np.random.default_rng([cfg.seed, self.step] + ([self.rank] if self.world > 1 else []))
             torch.manual_seed(cfg.seed * 1_000_003 + self.step)
             batch = to_device(self.sample_batch(rng), self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -172,6 +213,8 @@ class Trainer:
             if not torch.isfinite(loss.detach()):
                 raise UserError(f"training diverged: loss is {float(loss)} at step {self.step}; lower --lr")
             loss.backward()
+            if self.world > 1:
+                self._average_gradients()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
@@ -194,4 +237,8 @@ class Trainer:
         bar.close()
         if self.validate is None or not self.out.exists():
             self._save_best()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
         return self.history
