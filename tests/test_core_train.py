@@ -120,7 +120,8 @@ def test_data_parallel_under_torchrun_keeps_ranks_in_sync(tmp_path):
     out = str(tmp_path / "ddp.ckpt")
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=out))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd.append(str(script))
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     rank0, rank1 = (torch.load(f"{out}.rank{r}.pt") for r in (0, 1))
     single = _trainer(tmp_path / "single.ckpt", 6, val=False)
