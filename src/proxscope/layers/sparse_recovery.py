@@ -1,0 +1,110 @@
+"""SparseRecovery: a lasso layer whose backward does not depend on the forward solver.
+
+Forward: any solver of the lasso (seed eq. 4)
+
+    â = argmin_a 0.5·||D a − x̂||² + lam·||a||_1        (or with a >= 0: nonneg prox)
+
+e.g. ISTA/FISTA from :mod:`proxscope.solvers`, a LISTA network, OMP, or a non-differentiable
+routine. It runs without building an autograd graph. Backward, with p = {i : â_i ≠ 0} per
+sample, g = δâ restricted to p (zero elsewhere), r = x̂ − D â:
+
+    exact rule (eqs. 5-7):  v = [D(:, p)^T D(:, p)]^{-1} g(p)
+                            δx̂ = D(:, p) v,   δD(:, p) = r v^T − D(:, p) v â(p)^T,  δD(:, q) = 0
+    batch rule (eqs. 8-9):  v ≈ g(p)  ([D^T D(p, p)]^{-1} ≈ I for Gaussian D with variance 1/m)
+
+Over a batch, δD is the sum of the per-sample terms. The exact rule solves one |p|×|p| system
+per sample; here it is vectorised as a batched n×n solve of the masked Gram matrix
+diag(1_p) D^T D diag(1_p) + diag(1_q), whose solution is v on p and 0 on q.
+Memory of the backward is O(batch·n) (batch rule) and does not grow with solver iterations.
+
+Seed: cnncs-cell-detection-compressed-sensing.txt eqs. (4)-(9), Appendix A eqs. (20), (30)-(33).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..operators.matrix import MatrixOperator
+from ..prox import nonneg_soft_threshold, soft_threshold
+from ..solvers import proximal_gradient
+
+Solver = Callable[[MatrixOperator, torch.Tensor, float], torch.Tensor]
+RULES = ("exact", "batch")
+
+
+def lasso_solver(
+    momentum: str = "none", n_iter: int = 50, tol: float = 0.0, nonneg: bool = True
+) -> Solver:
+    """A forward solver ``solver(op, x, lam) -> a``: ISTA (momentum 'none') or FISTA ('fista')
+    from the core, ``n_iter`` iterations with step 1/||D||², nonneg or plain soft threshold."""
+    prox = nonneg_soft_threshold if nonneg else soft_threshold
+
+    def solve(op: MatrixOperator, x: torch.Tensor, lam: float) -> torch.Tensor:
+        return proximal_gradient(
+            op, x, lam, prox, n_iter=n_iter, tol=tol, momentum=momentum, track=False
+        ).x
+
+    return solve
+
+
+def _backward_direction(D: torch.Tensor, a: torch.Tensor, grad_a: torch.Tensor, rule: str):
+    """v (N, n): [D^T D(p, p)]^{-1} δâ(p) on the support p of each row of ``a``, 0 elsewhere."""
+    support = a != 0
+    g = torch.where(support, grad_a, torch.zeros_like(grad_a))
+    if rule == "batch":
+        return g
+    mask = support.to(D.dtype)
+    gram = D.T @ D
+    system = mask[:, :, None] * gram * mask[:, None, :] + torch.diag_embed(1 - mask)
+    return torch.linalg.solve(system, g.unsqueeze(-1)).squeeze(-1)
+
+
+class SparseRecovery(torch.autograd.Function):
+    """``SparseRecovery.apply(x, D, lam, solver, rule) -> a``.
+
+    x: (N, m) dense codes; D: (m, n) sensing matrix; lam: lasso weight; solver:
+    ``solver(op, x, lam) -> a`` (N, n); rule: 'exact' (eqs. 5-7) or 'batch' (eqs. 8-9).
+    Gradients flow to x and D (not to lam).
+    """
+
+    @staticmethod
+    def forward(ctx, x, D, lam, solver, rule):
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        with torch.no_grad():
+            a = solver(MatrixOperator(D.detach()), x.detach(), lam).detach()
+        ctx.rule = rule
+        ctx.save_for_backward(x, D, a)
+        return a
+
+    @staticmethod
+    def backward(ctx, grad_a):
+        x, D, a = ctx.saved_tensors
+        v = _backward_direction(D, a, grad_a, ctx.rule)
+        grad_x = v @ D.T if ctx.needs_input_grad[0] else None
+        grad_d = None
+        if ctx.needs_input_grad[1]:
+            residual = x - a @ D.T
+            # Σ_i r_i v_i^T − D v_i a_i^T  (columns outside the support vanish since v_i = 0 there
+            # and a_i = 0 there).
+            grad_d = residual.T @ v - D @ (v.T @ a)
+        return grad_x, grad_d, None, None, None
+
+
+def sparse_recovery(
+    x: torch.Tensor,
+    D: torch.Tensor,
+    lam: float,
+    solver: Solver | None = None,
+    rule: str = "batch",
+) -> torch.Tensor:
+    """Functional form of :class:`SparseRecovery`: x (..., m) -> â (..., n).
+
+    solver: default 50 ISTA iterations with the non-negative soft threshold.
+    """
+    solver = solver or lasso_solver()
+    lead = x.shape[:-1]
+    a = SparseRecovery.apply(x.reshape(-1, x.shape[-1]), D, lam, solver, rule)
+    return a.reshape(*lead, D.shape[1])

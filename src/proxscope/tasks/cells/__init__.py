@@ -1,0 +1,2 @@
+"""cells: CNNCS cell detection by compressed-sensing output encoding (simulate, train, predict,
+evaluate, bench)."""
