@@ -2,6 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+# The test problems are small: one thread avoids OpenMP spin-waiting when the machine is loaded.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def rng():

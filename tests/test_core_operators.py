@@ -44,7 +44,7 @@ def test_lipschitz_is_largest_singular_value_squared(name):
     factory, in_shape = OPERATORS[name]
     op = factory()
     sigma_max = torch.linalg.svdvals(_dense(op, in_shape))[0].item()
-    assert op.lipschitz(in_shape, n_iter=2000, tol=1e-12) == pytest.approx(sigma_max**2, rel=1e-2)
+    assert op.lipschitz(in_shape, n_iter=1000, tol=1e-10) == pytest.approx(sigma_max**2, rel=1e-2)
 
 
 @pytest.mark.parametrize("name", sorted(OPERATORS))

@@ -29,7 +29,7 @@ def _sklearn_lasso(op, y, lam, positive=False):
     m = matrix.shape[0]
     out = []
     for row in y.numpy():
-        model = Lasso(alpha=lam / m, fit_intercept=False, tol=1e-14, max_iter=200_000, positive=positive)
+        model = Lasso(alpha=lam / m, fit_intercept=False, tol=1e-12, max_iter=100_000, positive=positive)
         out.append(model.fit(matrix, row).coef_)
     return torch.tensor(np.array(out))
 
