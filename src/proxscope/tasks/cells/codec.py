@@ -40,13 +40,15 @@ def cluster_votes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vote map (h, w) -> detections (K, 2) as (y, x) and scores (K,) by mean shift."""
     from sklearn.cluster import MeanShift
+    from threadpoolctl import threadpool_limits
 
     candidates = np.argwhere(votes >= vote_threshold)
     if len(candidates) == 0:
         return np.zeros((0, 2)), np.zeros(0)
     if len(candidates) == 1:
         return candidates.astype(float), votes[tuple(candidates.T)]
-    ms = MeanShift(bandwidth=bandwidth, bin_seeding=True, cluster_all=True).fit(candidates)
+    with threadpool_limits(1):  # tiny problems: OpenMP start-up costs more than it saves
+        ms = MeanShift(bandwidth=bandwidth, bin_seeding=True, cluster_all=True).fit(candidates)
     scores = np.zeros(len(ms.cluster_centers_))
     np.maximum.at(scores, ms.labels_, votes[tuple(candidates.T)])
     return ms.cluster_centers_, scores

@@ -1,0 +1,218 @@
+"""cells: line encoding, SparseRecovery backward rules, CNNCS model, simulator, decoding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from proxscope.layers.sparse_recovery import SparseRecovery, lasso_solver, sparse_recovery
+from proxscope.metrics import match_points
+from proxscope.models.cnncs import CNNCS, CNNCSConfig
+from proxscope.operators.lines import LineProjection
+from proxscope.operators.matrix import MatrixOperator
+from proxscope.prox import nonneg_soft_threshold, soft_threshold
+from proxscope.sim.cells import CellSimConfig, simulate
+from proxscope.solvers import fista, ista
+from proxscope.tasks.cells.codec import decode, encode_patches
+from proxscope.tasks.cells.train import _augment
+
+
+def test_line_projection_adjoint_and_bins():
+    lines = LineProjection(20, 30, 5)
+    assert lines.n_bins == math.ceil(math.sqrt(20**2 + 30**2))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 20, 30, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 5, lines.n_bins, generator=gen, dtype=torch.float64)
+    lhs = (lines(x) * y).sum()
+    rhs = (x * lines.adjoint(y)).sum()
+    assert abs(float(lhs - rhs)) < 1e-9 * abs(float(lhs))
+    # every pixel lands in exactly one bin per line: mass is kept on every line
+    assert torch.allclose(lines(x).sum(-1), x.sum((1, 2)).unsqueeze(1).expand(3, 5))
+
+
+def test_encode_points_matches_projection_of_a_point_image():
+    lines = LineProjection(16, 16, 6)
+    yx = torch.tensor([[2.0, 3.0], [10.0, 12.0], [15.0, 0.0]], dtype=torch.float64)
+    a = lines.encode_points(yx, torch.tensor([0, 0, 1]), 2)
+    image = torch.zeros(2, 16, 16, dtype=torch.float32)
+    image[0, 2, 3] = image[0, 10, 12] = image[1, 15, 0] = 1
+    assert torch.equal(a, lines(image))
+    assert a.sum().item() == 3 * 6
+
+
+def test_encode_decode_ground_truth_recovers_centroids():
+    lines = LineProjection(64, 64, 8)
+    points = [p for _, p in simulate(6, 64, seed=3)]
+    assert sum(len(p) for p in points) >= 6
+    a = encode_patches(lines, points)
+    for (pred, scores), truth in zip(decode(lines, a, 0.5, 0.75, 4.0), points, strict=True):
+        result = match_points(pred, truth, 2.0)
+        assert result.f1 == 1.0
+        assert np.all(scores >= 0.75)
+
+
+def _polished_lasso(op, x, lam):
+    """FISTA, then the exact lasso solution on FISTA's support and signs (closed form)."""
+    a = fista(op, x, lam, nonneg_soft_threshold, n_iter=1500, tol=1e-14, track=False).x
+    D = op.matrix
+    out = torch.zeros_like(a)
+    for i in range(a.shape[0]):
+        p = a[i] > 0
+        Dp = D[:, p]
+        out[i, p] = torch.linalg.solve(Dp.T @ Dp, Dp.T @ x[i] - lam)
+    return out
+
+
+def test_exact_rule_matches_finite_differences():
+    gen = torch.Generator().manual_seed(1)
+    m, n, lam = 12, 20, 0.05
+    D = torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(m)
+    a_true = torch.zeros(2, n, dtype=torch.float64)
+    a_true[0, [3, 11]] = torch.tensor([1.0, 0.7], dtype=torch.float64)
+    a_true[1, [5, 9, 17]] = torch.tensor([0.8, 1.2, 0.9], dtype=torch.float64)
+    x = (a_true @ D.T).requires_grad_(True)
+    D = D.requires_grad_(True)
+    a = SparseRecovery.apply(x, D, lam, _polished_lasso, "exact")
+    # strict KKT: a_p > 0 with D_p^T r = lam, and D_q^T r < lam off the support, with margins,
+    # so the support does not change under the finite-difference perturbations
+    with torch.no_grad():
+        corr = (x - a @ D.T) @ D
+        p = a > 0
+        assert p.any(1).all() and float(a[p].min()) > 1e-3
+        assert torch.allclose(corr[p], torch.full_like(corr[p], lam), atol=1e-9)
+        assert float(corr[~p].max()) < lam - 1e-3
+    weight = torch.randn(2, n, generator=gen, dtype=torch.float64)
+    (a * weight).sum().backward()
+
+    def loss(xv, Dv):
+        return float((_polished_lasso(MatrixOperator(Dv), xv, lam) * weight).sum())
+
+    eps = 1e-6
+    with torch.no_grad():
+        for idx in [(0, 0), (0, 5), (1, 7), (1, 11)]:
+            dx = torch.zeros_like(x)
+            dx[idx] = eps
+            fd = (loss(x + dx, D) - loss(x - dx, D)) / (2 * eps)
+            assert abs(fd - float(x.grad[idx])) < 1e-6 * max(1.0, abs(fd))
+        for idx in [(0, 3), (4, 9), (7, 17), (2, 0)]:
+            dD = torch.zeros_like(D)
+            dD[idx] = eps
+            fd = (loss(x, D + dD) - loss(x, D - dD)) / (2 * eps)
+            assert abs(fd - float(D.grad[idx])) < 1e-6 * max(1.0, abs(fd))
+    assert torch.all(D.grad[:, 0] == 0)  # eq. (7): columns off the support get no gradient
+
+
+def test_rules_agree_when_support_columns_are_orthonormal():
+    q, _ = torch.linalg.qr(torch.randn(30, 10, generator=torch.Generator().manual_seed(2),
+                                       dtype=torch.float64))
+    x = torch.randn(4, 30, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for rule in ("exact", "batch"):
+        a = SparseRecovery.apply(x, q, 0.1, lasso_solver("fista", 200, nonneg=False), rule)
+        grads.append(torch.autograd.grad((a**2).sum(), x)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-10)
+
+
+def test_batch_rule_error_bound_on_gaussian_matrix():
+    gen = torch.Generator().manual_seed(3)
+    k = 5
+    for m in (50, 200, 800):
+        D = torch.randn(m, 100, generator=gen, dtype=torch.float64) / math.sqrt(m)
+        a = torch.zeros(8, 100, dtype=torch.float64)
+        for i in range(8):
+            a[i, torch.randperm(100, generator=gen)[:k]] = 1.0
+        g = torch.randn(8, 100, generator=gen, dtype=torch.float64)
+        from proxscope.layers.sparse_recovery import _backward_direction
+
+        exact = _backward_direction(D, a, g, "exact") @ D.T
+        approx = _backward_direction(D, a, g, "batch") @ D.T
+        for i in range(8):
+            p = a[i] != 0
+            s = torch.linalg.svdvals(D[:, p])
+            # ||D_p (M^-1 - I) g_p|| <= max_j |1/s_j - s_j| ||g_p||
+            bound = float((1 / s - s).abs().max() * g[i, p].norm())
+            assert float((exact[i] - approx[i]).norm()) <= bound + 1e-12
+            # Marchenko-Pastur edge: singular values within 1 ± sqrt(k/m) (+ slack)
+            c = math.sqrt(k / m)
+            assert float(s.min()) > 1 - 2.5 * c and float(s.max()) < 1 + 2.5 * c
+
+
+def test_sparse_recovery_forward_equals_solver_and_shapes():
+    model = CNNCS(CNNCSConfig(variant="ecnncs2", patch=16, n_lines=3, m=10, n_iter=30))
+    codes = torch.randn(2, 3, 10)
+    a = sparse_recovery(codes, model.D, 0.1, lasso_solver("none", 30))
+    ref = ista(MatrixOperator(model.D.detach()), codes.reshape(-1, 10), 0.1,
+               nonneg_soft_threshold, n_iter=30, tol=0.0, track=False).x
+    assert a.shape == (2, 3, model.n_bins)
+    assert torch.allclose(a.reshape(-1, model.n_bins), ref)
+
+
+def test_ecnncs1_lista_at_init_equals_ista():
+    c = CNNCSConfig(variant="ecnncs1", patch=16, n_lines=2, m=12, lista_layers=7, lam=0.05)
+    model = CNNCS(c)
+    codes = torch.randn(3, 2, 12)
+    ref = ista(MatrixOperator(model.D.detach()), codes.reshape(-1, 12), 0.05,
+               nonneg_soft_threshold, n_iter=7, tol=0.0, track=False).x
+    assert torch.allclose(model.recover(codes).reshape(-1, model.n_bins), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["cnncs", "ecnncs1", "ecnncs2"])
+def test_model_loss_gradients_per_variant(variant):
+    model = CNNCS(CNNCSConfig(variant=variant, patch=16, n_lines=3, m=8, width=4))
+    image = torch.randn(2, 1, 16, 16)
+    a = model.lines.encode_points(torch.tensor([[4.0, 5.0], [9.0, 9.0]]), torch.tensor([0, 1]), 2)
+    out = model(image)
+    assert out.shape == (2, 3 * 8 + 1)
+    model.loss(image, a).backward()
+    assert (model.D.grad is not None) == (variant == "ecnncs2")
+    assert model.stem[0].weight.grad.abs().sum() > 0
+    if variant == "ecnncs1":
+        assert model.lista.ops[0].matrix.grad is not None
+
+
+def test_loss_is_zero_l2_for_exact_codes():
+    model = CNNCS(CNNCSConfig(variant="cnncs", patch=16, n_lines=3, m=8, width=4))
+    a = model.lines.encode_points(torch.tensor([[4.0, 5.0]]), torch.tensor([0]), 1)
+    target = model.encode(a)
+    assert torch.allclose(target, a @ model.D.T)
+    codes, count = model.split(torch.cat([target.flatten(1), torch.tensor([[0.2]])], 1))
+    assert torch.allclose(codes, target) and float(count) == pytest.approx(1.0)
+
+
+def test_simulator_statistics_and_determinism():
+    cfg = CellSimConfig(size=128, density=1 / 800)
+    data = simulate(6, 128, seed=5, config=cfg)
+    counts = np.array([len(p) for _, p in data])
+    assert abs(counts.mean() - 128 * 128 / 800) < 3 * math.sqrt(128 * 128 / 800 / 6) + 2
+    for image, points in data:
+        assert image.shape == (128, 128) and image.dtype == np.float32
+        assert np.all((points >= 4) & (points < 124))
+        d = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1)) + np.eye(len(points)) * 1e9
+        assert d.min() >= cfg.min_distance
+        # targets are brighter than the image median at their centre
+        centre = image[tuple(np.round(points).astype(int).T)]
+        assert np.median(centre) > np.median(image)
+    again = simulate(1, 128, seed=5, config=cfg)[0]
+    assert np.array_equal(again[0], data[0][0]) and np.array_equal(again[1], data[0][1])
+
+
+def test_augment_moves_points_with_pixels():
+    patch = np.zeros((1, 8, 8), np.float32)
+    points = np.array([[1.0, 6.0], [5.0, 2.0]])
+    patch[0, 1, 6], patch[0, 5, 2] = 1.0, 2.0
+    for k in range(4):
+        for flip in (False, True):
+            out, moved = _augment(patch, points, k, flip)
+            values = out[0][tuple(moved.astype(int).T)]
+            assert list(values) == [1.0, 2.0]
+
+
+def test_soft_threshold_lasso_solution_support_property():
+    # forward: ISTA with the plain soft threshold also accepted by SparseRecovery
+    D = torch.eye(5, dtype=torch.float64)
+    x = torch.tensor([[0.5, -0.05, 2.0, 0.0, -1.0]], dtype=torch.float64)
+    a = SparseRecovery.apply(x, D, 0.1, lasso_solver("none", 5, nonneg=False), "exact")
+    assert torch.allclose(a, soft_threshold(x, 0.1))
