@@ -1,0 +1,4 @@
+"""SPoD super-resolution recovery: simulate, train (layer-wise), predict, evaluate, bench.
+
+Seed: spodnet-lista-spod-microscopy.txt.
+"""

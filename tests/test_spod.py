@@ -1,0 +1,254 @@
+"""SPoD: operators, objective (eq. 5), unrolled nets at init, simulator, training, CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from proxscope.models.spodnet import LISTANet, SPoDNet, SPoDNetConfig
+from proxscope.operators import ValidConv
+from proxscope.operators.spod import (
+    FullSPoDConv,
+    SPoDConv,
+    core_lam,
+    fast_size,
+    normalisation,
+    spod_filters,
+    spod_objective,
+)
+from proxscope.prox import leaky_soft_threshold, nonneg_soft_threshold
+from proxscope.sim.spod import SPoDSimConfig, forward_model, make_psf, simulate
+from proxscope.solvers import ista
+from proxscope.tasks.spod.data import preprocess, random_crops
+from proxscope.tasks.spod.recover import predict_model, solve
+
+D = torch.float64
+
+
+def _psf(a=3, b=4, seed=0):
+    return torch.rand(a, b, generator=torch.Generator().manual_seed(seed), dtype=D)
+
+
+def _brute_forward(x, psf):
+    """Eq. (3) with eq. (1) written as loops: y_t[i,j] = Σ φ[i',j'] cos²((t−k)π/c) x_k[i+i',j+j']."""
+    c, hh, ww = x.shape
+    a, b = psf.shape
+    y = np.zeros((c, hh - a + 1, ww - b + 1))
+    for t in range(c):
+        for i in range(hh - a + 1):
+            for j in range(ww - b + 1):
+                for k in range(c):
+                    w = math.cos((t - k) * math.pi / c) ** 2
+                    y[t, i, j] += w * (psf * x[k, i : i + a, j : j + b]).sum()
+    return y
+
+
+def _brute_objective(x, y, psf, lam):
+    c, hh, ww = x.shape
+    a, b = psf.shape
+    big_a, big_b = (hh - a + 1) * (ww - b + 1) * c, hh * ww * c
+    r = _brute_forward(x, psf) - y
+    return 0.5 / big_a * (r**2).sum() + lam / big_b * np.abs(x).sum()
+
+
+def test_forward_matches_eq3_loops_and_validconv():
+    psf = _psf()
+    x = torch.randn(1, 5, 8, 9, dtype=D, generator=torch.Generator().manual_seed(1))
+    op = SPoDConv.from_psf(psf, 5)
+    expected = _brute_forward(x[0].numpy(), psf.numpy())
+    assert np.abs(op(x)[0].numpy() - expected).max() < 1e-12
+    assert torch.allclose(ValidConv(spod_filters(psf, 5))(x), op(x), atol=1e-12)
+    assert torch.allclose(FullSPoDConv(spod_filters(psf, 5))(x), op(x), atol=1e-12)
+    assert torch.equal(op.full_weight(), spod_filters(psf, 5))
+
+
+@pytest.mark.parametrize("make", [
+    lambda psf: SPoDConv(psf, torch.randn(4, dtype=D)),
+    lambda psf: FullSPoDConv(torch.randn(4, 4, *psf.shape, dtype=D)),
+])
+def test_adjoint_identity(make):
+    op = make(_psf(5, 3))
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 13, 11, dtype=D, generator=gen)
+    y = torch.randn(2, 4, 9, 9, dtype=D, generator=gen)
+    assert op(x).shape == y.shape and op.adjoint(y).shape == x.shape
+    lhs, rhs = (op(x) * y).sum(), (x * op.adjoint(y)).sum()
+    assert abs(float(lhs - rhs)) < 1e-10 * abs(float(lhs))
+
+
+def test_factorised_filter_gradcheck():
+    g = _psf(3, 3).requires_grad_(True)
+    h = torch.rand(3, dtype=D).requires_grad_(True)
+    x = torch.randn(1, 3, 6, 5, dtype=D)
+    assert torch.autograd.gradcheck(
+        lambda g, h: SPoDConv.forward(_Bare(g, h), x), (g, h)
+    )
+
+
+class _Bare(torch.nn.Module):
+    """SPoDConv's maths with plain tensors (for gradcheck)."""
+
+    def __init__(self, g, h):
+        super().__init__()
+        self.g, self.h = g, h
+
+    _spectra = SPoDConv._spectra
+
+
+def test_fast_size():
+    assert fast_size(127) == 128 and fast_size(543) == 576 and fast_size(7) == 8
+    assert fast_size(1) == 1 and fast_size(97) == 100
+
+
+def test_objective_matches_brute_force_and_core_scaling():
+    psf = _psf()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 4, 7, 8, dtype=D, generator=gen)
+    y = torch.randn(1, 4, 5, 5, dtype=D, generator=gen)
+    op = SPoDConv.from_psf(psf, 4)
+    lam = 0.7
+    value = float(spod_objective(op, x, y, lam)[0])
+    assert value == pytest.approx(_brute_objective(x[0].numpy(), y[0].numpy(), psf.numpy(), lam),
+                                  rel=1e-12)
+    big_a, big_b = normalisation(x.shape, 4, psf.shape)
+    assert (big_a, big_b) == (5 * 5 * 4, 7 * 8 * 4)
+    core = 0.5 * float(((op(x) - y) ** 2).sum()) + core_lam(lam, x.shape, 4, psf.shape) * float(
+        x.sum())
+    assert core / big_a == pytest.approx(value, rel=1e-12)
+    assert math.isinf(float(spod_objective(op, -x, y, lam)[0]))  # the constraint x >= 0
+
+
+def test_fista_and_ista_minimise_eq5_like_lbfgsb():
+    from scipy.optimize import minimize
+
+    psf = _psf(3, 3, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    c, side = 3, 7
+    x_true = torch.rand(1, c, side, side, dtype=D, generator=gen) * (
+        torch.rand(1, c, side, side, dtype=D, generator=gen) > 0.8)
+    op = SPoDConv.from_psf(psf, c)
+    y = op(x_true) + 0.01 * torch.randn(1, c, 5, 5, dtype=D, generator=gen)
+    lam = 2.0
+
+    def f(v):  # eq. (5) on x >= 0 (l1 = sum) and its gradient, by brute force
+        xv = torch.tensor(v.reshape(1, c, side, side), requires_grad=True)
+        value = spod_objective(op, xv, y, lam).sum()
+        value.backward()
+        return float(value.detach()), xv.grad.numpy().ravel()
+
+    ref = minimize(f, np.zeros(c * side * side), jac=True, method="L-BFGS-B",
+                   bounds=[(0, None)] * (c * side * side), options={"ftol": 1e-15, "gtol": 1e-12,
+                                                                     "maxiter": 5000})
+    assert (ref.x > 1e-6).sum() >= 5  # a non-trivial solution
+    for method, n_iter, line_search in (("fista", 1000, True), ("ista", 4000, False)):
+        result = solve(op, y, lam, method, n_iter=n_iter, tol=1e-13, line_search=line_search)
+        assert float(result.x.min()) >= 0
+        assert float(result.objective[-1, 0]) == pytest.approx(ref.fun, rel=1e-8)
+        assert float(spod_objective(op, result.x, y, lam)[0]) == pytest.approx(
+            float(result.objective[-1, 0]), rel=1e-10)
+    ista_run = solve(op, y, lam, "ista", n_iter=50, line_search=False)
+    assert (ista_run.objective[1:] <= ista_run.objective[:-1] * (1 + 1e-12)).all()
+
+
+@pytest.mark.parametrize("cls", [SPoDNet, LISTANet])
+def test_untrained_nets_are_exactly_m_ista_iterations(cls):
+    c, a, tile, m_layers, lam = 4, 5, 10, 4, 0.3
+    psf = _psf(a, a, seed=6)
+    config = SPoDNetConfig(channels=c, psf_size=[a, a], n_layers=m_layers, threshold="nonneg",
+                           lam=lam, tile=tile)
+    net = cls(config).double().init_ista(psf)
+    y = torch.rand(2, c, tile, tile, dtype=D, generator=torch.Generator().manual_seed(7))
+    op = SPoDConv.from_psf(psf, c)
+    x_shape = (c, tile + a - 1, tile + a - 1)
+    step = 1.0 / op.lipschitz(x_shape)
+    ref = ista(op, y, core_lam(lam, x_shape, c, (a, a)), nonneg_soft_threshold,
+               n_iter=m_layers, tol=0.0, step=step)
+    with torch.no_grad():
+        x = net(y)
+        assert float(x.abs().max()) > 0
+        assert torch.allclose(x, ref.x, atol=1e-12, rtol=0)
+        # LST at init: the same recursion with R̂ (eq. 11), then [x]_+.
+        net_lst = cls(SPoDNetConfig(**{**config.__dict__, "threshold": "leaky"})).double()
+        net_lst.init_ista(psf)
+        z = torch.zeros_like(ref.x)
+        theta = core_lam(lam, x_shape, c, (a, a)) * step
+        for _ in range(m_layers):
+            z = leaky_soft_threshold(z - step * op.adjoint(op(z) - y), theta, alpha=0.1)
+        assert torch.allclose(net_lst(y), torch.relu(z), atol=1e-12, rtol=0)
+
+
+def test_parameter_counts_seed_sizes():
+    spod = SPoDNet(SPoDNetConfig())  # c = 18, 32x32 PSF, M = 10
+    lista = LISTANet(SPoDNetConfig())
+    assert spod.n_parameters() == 10 * (32 * 32 + 18 + 2)
+    assert lista.n_parameters() == 10 * (32 * 32 * 18 * 18 + 2)
+    assert len(spod.layer_parameters(3)) == 4
+
+
+def test_shrink_scales_only_that_layer():
+    net = SPoDNet(SPoDNetConfig(channels=3, psf_size=[3, 3], n_layers=3, tile=8))
+    net.init_ista(_psf(3, 3).float())
+    before = [p.detach().clone() for p in net.parameters()]
+    net.shrink_layer(1, 0.3)
+    changed = {id(p) for p in net.layer_parameters(1)}
+    for p, old in zip(net.parameters(), before, strict=True):
+        expected = old * 0.3 if id(p) in changed else old
+        assert torch.allclose(p.detach(), expected)
+
+
+def test_tiled_prediction_equals_whole_image_for_one_layer():
+    a, c = 3, 3
+    net = SPoDNet(SPoDNetConfig(channels=c, psf_size=[a, a], n_layers=1, tile=12)).double()
+    net.init_ista(_psf(a, a, seed=8))
+    y = torch.rand(1, c, 40, 33, dtype=D, generator=torch.Generator().manual_seed(9))
+    whole = net(y)
+    tiled = predict_model(net, y, overlap=4)
+    assert tiled.shape == whole.shape == (1, c, 42, 35)
+    assert torch.allclose(tiled, whole, atol=1e-12)
+
+
+def test_simulator_statistics():
+    config = SPoDSimConfig(size=40, channels=6, psf_size=9, psf_width=2.5, photons=1e4,
+                           read_noise=0.0)
+    data = simulate(config, seed=3)
+    obs, psf, truth = data["observation"], data["psf"], data["truth"]
+    assert obs.shape == (6, 40, 40) and psf.shape == (9, 9) and truth.shape == (6, 48, 48)
+    assert psf.sum() == pytest.approx(1, abs=1e-5) and np.unravel_index(psf.argmax(), psf.shape) \
+        == (4, 4)
+    assert truth.min() >= 0 and 0.001 < (truth > 0).mean() < 0.05  # sparse
+    clean = forward_model(truth, psf)
+    peak = clean.max()
+    # Poisson noise: mean offset = background, variance = peak·(clean/peak + bg)/photons·peak.
+    resid = (obs - clean) / peak
+    assert resid.mean() == pytest.approx(config.background, abs=2e-3)
+    expected_var = ((clean / peak + config.background) / config.photons).mean()
+    assert resid.var() == pytest.approx(expected_var, rel=0.1)
+    assert np.array_equal(simulate(config, seed=3)["observation"], obs)  # seeded
+    assert np.array_equal(make_psf(9, "airy", 2.5), psf)  # PSF independent of the seed
+    gauss = make_psf(9, "gaussian", 2.5)
+    assert gauss.sum() == pytest.approx(1, abs=1e-5) and gauss.min() > 0
+
+
+def test_preprocessing_removes_hot_pixel_and_keeps_flat_background():
+    stack = np.full((2, 20, 20), 3.0, np.float32)
+    stack[0, 10, 10] = 100.0
+    out = preprocess(stack)
+    assert np.allclose(out, 3.0)
+    assert np.array_equal(preprocess(stack, median=1, minimum=1), stack)
+
+
+def test_random_crops_are_crops_or_flips():
+    stack = np.arange(2 * 10 * 12, dtype=np.float32).reshape(2, 10, 12)
+    crops = random_crops([stack], 5, 4, np.random.default_rng(0))
+    assert crops.shape == (5, 2, 4, 4)
+    for crop in crops:
+        found = any(
+            np.array_equal(f(stack[:, i:i + 4, j:j + 4]), crop)
+            for i in range(7) for j in range(9)
+            for f in (lambda v: v, lambda v: v[:, ::-1], lambda v: v[:, :, ::-1],
+                      lambda v: v[:, ::-1, ::-1])
+        )
+        assert found
