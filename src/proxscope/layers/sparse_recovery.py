@@ -22,7 +22,8 @@ Seed: cnncs-cell-detection-compressed-sensing.txt eqs. (4)-(9), Appendix A eqs. 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -34,17 +35,33 @@ Solver = Callable[[MatrixOperator, torch.Tensor, float], torch.Tensor]
 RULES = ("exact", "batch")
 
 
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block: the per-iteration ops of small lasso problems
+    are far too small to gain from threads, and on a loaded machine thread hand-offs dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def lasso_solver(
     momentum: str = "none", n_iter: int = 50, tol: float = 0.0, nonneg: bool = True
 ) -> Solver:
     """A forward solver ``solver(op, x, lam) -> a``: ISTA (momentum 'none') or FISTA ('fista')
-    from the core, ``n_iter`` iterations with step 1/||D||², nonneg or plain soft threshold."""
+    from the core, ``n_iter`` iterations with step 1/||D||² (||D|| from an SVD of the small
+    matrix), nonneg or plain soft threshold; runs on one thread (see :func:`single_thread`)."""
     prox = nonneg_soft_threshold if nonneg else soft_threshold
 
     def solve(op: MatrixOperator, x: torch.Tensor, lam: float) -> torch.Tensor:
-        return proximal_gradient(
-            op, x, lam, prox, n_iter=n_iter, tol=tol, momentum=momentum, track=False
-        ).x
+        with single_thread():
+            step = 1.0 / float(torch.linalg.matrix_norm(op.matrix, 2) ** 2)
+            return proximal_gradient(
+                op, x, lam, prox, n_iter=n_iter, tol=tol, step=step, momentum=momentum,
+                track=False,
+            ).x
 
     return solve
 

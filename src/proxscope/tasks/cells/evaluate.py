@@ -17,6 +17,8 @@ from ...data.io import read_points
 from ...errors import UserError
 from ...metrics import match_points
 
+DEFAULT_RADIUS = 4.0  # pixels: the smallest simulated target radius is 3.5 px
+
 
 def _pairs(pred: Path, truth: Path) -> list[tuple[Path, Path]]:
     if pred.is_dir() != truth.is_dir():

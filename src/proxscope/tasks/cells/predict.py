@@ -18,6 +18,7 @@ from ...data.io import read_image, write_points
 from ...data.tiling import tiled_apply
 from ...data.transforms import to_channels_first
 from ...errors import UserError
+from ...layers.sparse_recovery import single_thread
 from ...models.cnncs import CNNCS
 from .codec import cluster_votes, vote_map
 from .train import prepare_image
@@ -34,7 +35,9 @@ def predict_votes(model: CNNCS, image: np.ndarray) -> np.ndarray:
         return vote_map(model.lines, model.recover(codes), c.code_threshold)[:, None]
 
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    return tiled_apply(tile_votes, x, tile=c.patch, overlap=c.patch // 4)[0, 0].cpu().numpy()
+    with single_thread():  # one small tile at a time
+        votes = tiled_apply(tile_votes, x, tile=c.patch, overlap=c.patch // 4)
+    return votes[0, 0].cpu().numpy()
 
 
 def detect(model: CNNCS, image: np.ndarray, source: str = "image") -> tuple[np.ndarray, np.ndarray]:
