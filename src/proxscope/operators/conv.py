@@ -43,7 +43,9 @@ class MultiConv2d(LinearOperator):
         return F.conv2d(x, self._weight(), padding=self._padding())
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(y, self._weight(), padding=self._padding())
+        # Correlation of y with each h_k: a plain conv2d with the (unflipped) kernels as K
+        # output channels, about twice as fast on CPU as conv_transpose2d.
+        return F.conv2d(y, self.kernels.unsqueeze(1), padding=self._padding())
 
 
 class ValidConv(LinearOperator):
@@ -71,7 +73,8 @@ class ValidConv(LinearOperator):
 class FFTConv(LinearOperator):
     """Same map as :class:`MultiConv2d` (A x = Σ_k h_k ⊛ x_k, zero padding, size preserving),
     computed with real FFTs: use it for kernels larger than ~15 px (e.g. FluoroSpot kernels of
-    hundreds of pixels). The signals are zero padded to H+kh−1 × W+kw−1, so nothing wraps around.
+    hundreds of pixels). The signals are zero padded to at least H+kh−1 × W+kw−1 (rounded up to
+    a fast FFT length), so nothing wraps around.
 
     kernels: (K, kh, kw), odd sizes. forward: (B, K, H, W) -> (B, 1, H, W); adjoint back.
     """
@@ -84,9 +87,21 @@ class FFTConv(LinearOperator):
         self.kernels = nn.Parameter(kernels.clone(), requires_grad=False)
 
     def _spectra(self, h: int, w: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Kernel spectra for an h×w input, cached per (size, weights version) when the kernels
+        do not require grad (iterative solvers call forward/adjoint thousands of times)."""
+        from scipy.fft import next_fast_len
+
         kh, kw = self.kernels.shape[-2:]
-        size = (h + kh - 1, w + kw - 1)
-        return torch.fft.rfft2(self.kernels, s=size), size
+        # Any size >= the full convolution avoids wrap-around; round up to a fast FFT length.
+        size = (next_fast_len(h + kh - 1, real=True), next_fast_len(w + kw - 1, real=True))
+        if self.kernels.requires_grad:
+            return torch.fft.rfft2(self.kernels, s=size), size
+        key = (size, self.kernels._version, self.kernels.device, self.kernels.dtype)
+        cache = self.__dict__.get("_spectra_cache")
+        if cache is None or cache[0] != key:
+            cache = (key, torch.fft.rfft2(self.kernels, s=size))
+            self.__dict__["_spectra_cache"] = cache
+        return cache[1], size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -72,6 +72,7 @@ def proximal_gradient(
     eta: float = 2.0,
     x0: torch.Tensor | None = None,
     track: bool = True,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> SolverResult:
     """Proximal gradient for F(x) = 0.5·||A x − y||² + lam·R(x), R given by ``prox``.
 
@@ -84,7 +85,8 @@ def proximal_gradient(
     L ← eta·L until F(x) <= f(z) + <∇f(z), x − z> + L/2·||x − z||² (Beck & Teboulle, 2009).
 
     Stops after ``n_iter`` iterations or when max over the batch of ||x_k − x_{k−1}||/||x_k||
-    falls below ``tol``. ``lam`` may be a float or a (B,) tensor.
+    falls below ``tol``. ``lam`` may be a float or a (B,) tensor. ``callback(k, x_k)``, if
+    given, is called after every iteration (e.g. to score intermediate iterates).
 
     Seed: spodnet-lista-spod-microscopy.txt eqs. (6)-(7) (ISTA step and threshold);
     spotnet-fluorospot-learned-iterations.txt eq. (2) and Fig. 2 (APG).
@@ -143,6 +145,8 @@ def proximal_gradient(
         if track:
             objectives.append(lasso_objective(op, x, y, lam_t, penalty).detach())
         times.append(time.perf_counter() - start)
+        if callback is not None:
+            callback(k, x)
         if float(change.max()) < tol:
             converged = True
             break

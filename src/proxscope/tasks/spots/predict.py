@@ -1,0 +1,107 @@
+"""Inference: image -> secretion maps (SpotNet / ConvNet / APG) -> detected cells.
+
+Detection (Seed: spotnet-fluorospot-learned-iterations.txt Sec. 4): local maxima of the temporal
+mean of the K output maps (scikit-image ``peak_local_max``, 3×3 neighbourhood), score = the peak
+value. Cells with score >= threshold are kept; the model's threshold is fixed on validation
+images at training time (checkpoint extra ``threshold``). A cell's secretion profile is the sum
+of each output map over the 3×3 neighbourhood of its peak (target units: the network output
+spreads a cell over a few pixels).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UserError
+
+TILE, OVERLAP = 512, 32
+
+
+def prepare_image(image: np.ndarray, source: str = "image") -> np.ndarray:
+    """A single-channel image as float32 scaled to max 255 (the simulator's normalisation).
+
+    Accepts (H, W) or a singleton channel axis (1, H, W) / (H, W, 1)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and 1 in (image.shape[0], image.shape[-1]):
+        image = image.reshape(image.shape[1:] if image.shape[0] == 1 else image.shape[:-1])
+    if image.ndim != 2:
+        raise UserError(
+            f"{source}: expected a single-channel 2-D image, got shape {image.shape} "
+            "(save one channel of a multi-channel FluoroSpot image)"
+        )
+    if min(image.shape) < 8:
+        raise UserError(f"{source}: image {image.shape} is too small (at least 8x8)")
+    image = image.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise UserError(f"{source}: image contains NaN or Inf values")
+    image = image - min(float(image.min()), 0.0)
+    peak = float(image.max())
+    if peak <= 0:
+        raise UserError(f"{source}: image is blank (all zeros)")
+    return image * (255.0 / peak)
+
+
+def infer(model, image: np.ndarray, device="cpu"):
+    """Model output for one prepared image (H, W) -> secretion maps (K, H, W) float32 (numpy),
+    computed in overlapping 512×512 tiles (receptive field < 32 px)."""
+    import torch
+
+    from ...data.tiling import tiled_apply
+
+    x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
+    with torch.no_grad():
+        out = tiled_apply(model, x, tile=TILE, overlap=OVERLAP)
+    return out[0].cpu().numpy()
+
+
+def detect(secretion: np.ndarray, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of secretion maps (K, H, W): positive local maxima of the temporal mean with a
+    value >= ``min_score`` -> (yx (N, 2) int, scores (N,)), sorted by decreasing score."""
+    from skimage.feature import peak_local_max
+
+    mean = secretion.mean(0)
+    yx = peak_local_max(mean, min_distance=1, threshold_abs=0.0, exclude_border=False)
+    scores = mean[yx[:, 0], yx[:, 1]]
+    keep = scores >= min_score
+    order = np.argsort(-scores[keep], kind="stable")
+    return yx[keep][order], scores[keep][order]
+
+
+def profiles(secretion: np.ndarray, yx: np.ndarray) -> np.ndarray:
+    """Per-cell secretion (N, K): each map summed over the 3×3 neighbourhood of the cell."""
+    from scipy.ndimage import uniform_filter
+
+    local = uniform_filter(secretion, size=(1, 3, 3), mode="constant") * 9.0
+    return local[:, yx[:, 0], yx[:, 1]].T
+
+
+def predict_to_dir(
+    image_path: str | Path,
+    model_name: str,
+    out: str | Path,
+    threshold: float | None = None,
+    device: str | None = None,
+) -> dict:
+    """Run a model on an image file; write OUT/cells.csv (y,x,score,x_0..x_{K-1}) and
+    OUT/secretion.tif (K, H, W). Returns a summary dict."""
+    from ...data.io import read_image, write_image, write_points
+    from ...models import load
+    from ...models.base import ConfigModule
+    from ...utils import resolve_device
+
+    dev = resolve_device(device)
+    image = prepare_image(read_image(image_path), str(image_path))
+    model, extra = load(model_name, device=dev, expected=ConfigModule)
+    if not hasattr(model.config, "n_channels"):
+        raise UserError(f"{model_name}: not a spots model ({type(model).__name__})")
+    threshold = float(extra.get("threshold", 0.0)) if threshold is None else threshold
+    secretion = infer(model, image, dev)
+    yx, scores = detect(secretion, min_score=threshold)
+    per_cell = profiles(secretion, yx)
+    out = Path(out)
+    columns = {"score": scores} | {f"x_{k}": per_cell[:, k] for k in range(per_cell.shape[1])}
+    write_image(out / "secretion.tif", secretion.astype(np.float32))
+    write_points(out / "cells.csv", yx, columns)
+    return {"cells": int(len(yx)), "threshold": threshold, "model": str(model_name)}
