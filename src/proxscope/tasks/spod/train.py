@@ -101,7 +101,8 @@ def train_layerwise(
     """Algorithm 1 on prepared (preprocessed, normalised) stacks (c, H, W); saves ``out``.
 
     Returns one record per stage: layer m, phase, first/last training loss, the per-step loss
-    curve, and whatever ``on_stage(m, phase, model)`` returns (e.g. a test objective).
+    curve, and whatever ``on_stage(m, phase, model)`` returns (e.g. a test objective; called
+    when the stage's training ends, before the shrink).
     """
     if cfg.loss not in LOSSES:
         raise UserError(f"unknown loss '{cfg.loss}' (use one of {', '.join(LOSSES)})")
@@ -156,10 +157,10 @@ def train_layerwise(
         losses = [h["loss"] for h in history]
         record = {"layer": m, "phase": phase, "loss_first": losses[0], "loss_last": losses[-1],
                   "loss_curve": losses}
-        if m != model.config.n_layers and (phase == "opt2" or m == 1):
-            model.shrink_layer(m - 1, cfg.gamma)
         if on_stage is not None:
             record.update(on_stage(m, phase, model))
+        if m != model.config.n_layers and (phase == "opt2" or m == 1):
+            model.shrink_layer(m - 1, cfg.gamma)
         records.append(record)
         save_checkpoint(done_path, model, extra={"stage": index, "records": records})
         for path in (stage_out, trainer.resume_path):

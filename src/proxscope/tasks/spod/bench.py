@@ -1,0 +1,213 @@
+"""``proxscope bench spod``: SPoD-Net vs FISTA and the seed's two ablations.
+
+1. Quality: the bundled SPoD-Net (M = 10, LST) on held-out simulated stacks vs FISTA with
+   backtracking after ``fista_iters`` iterations (seed Sec. 5.2: 10,000): ratio of eq. (5)
+   objectives, mean and worst.
+2. Speed, measured in the same run on one thread: SPoD-Net forward time per stack vs the time
+   FISTA needs to reach the SPoD-Net's objective on that stack (iterations to reach it × the
+   measured untracked time per FISTA iteration), and vs the full FISTA run.
+3. Size: parameters and file size of SPoD-Net and of LISTA-Net with the same M.
+4. Ablations (seed Sec. 5.1, Fig. 6): SPoD-LST vs LISTA-LST trained the same way on few
+   observations (test objective after each layer: LISTA-Net overfits); SPoD-NST with Opt1
+   learning rates 1e-3 / 1e-4 vs SPoD-LST (training loss per stage: NST stalls).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...benchmarking import write_result
+from ...checkpoint import save_checkpoint
+from ...models import load, resolve
+from ...models.spodnet import LISTANet, SPoDNet, SPoDNetConfig
+from ...operators.spod import spod_objective
+from ...sim.spod import SPoDSimConfig, simulate
+from .data import prepare
+from .recover import solve, spod_operator
+from .train import LayerwiseConfig, build_model, train_layerwise
+
+
+@dataclass
+class BenchConfig:
+    n_test: int
+    test_size: int
+    fista_iters: int
+    ablation_layers: int
+    ablation_steps: int
+    ablation_train_obs: int
+    ablation_n_train: int
+
+
+QUICK = BenchConfig(n_test=4, test_size=64, fista_iters=2000, ablation_layers=3,
+                    ablation_steps=30, ablation_train_obs=1, ablation_n_train=20)
+FULL = BenchConfig(n_test=12, test_size=64, fista_iters=10_000, ablation_layers=5,
+                   ablation_steps=100, ablation_train_obs=2, ablation_n_train=100)
+
+
+def _test_set(cfg: BenchConfig, psf: np.ndarray) -> torch.Tensor:
+    sims = [simulate(SPoDSimConfig(size=cfg.test_size), seed=900 + i) for i in range(cfg.n_test)]
+    return torch.from_numpy(np.stack([prepare(s["observation"], psf).y for s in sims]))
+
+
+def _timed(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def quality_and_speed(model: SPoDNet, psf: np.ndarray, y: torch.Tensor, cfg: BenchConfig,
+                      log) -> dict:
+    lam = model.config.lam
+    op = spod_operator(torch.from_numpy(psf), y.shape[1])
+    with torch.no_grad():
+        x_net = model(y)
+        net_obj = spod_objective(op, x_net, y, lam)
+        t_net = _timed(lambda: model(y[:1]))
+    log(f"SPoD-Net objectives {net_obj.tolist()} ({t_net:.3f} s per stack)")
+    start = time.perf_counter()
+    run = solve(op, y, lam, "fista", n_iter=cfg.fista_iters)
+    log(f"FISTA {cfg.fista_iters} iterations on {len(y)} stacks: {time.perf_counter() - start:.0f} s")
+    fista_obj = run.objective[-1]
+    n_probe = 200
+    t_iter = solve(op, y[:1], lam, "fista", n_iter=n_probe, track=False).time[-1] / n_probe
+    per_stack = []
+    for i in range(len(y)):
+        reached = (run.objective[:, i] <= net_obj[i]).nonzero()
+        k = int(reached[0]) + 1 if len(reached) else None
+        t_fista = (k if k is not None else cfg.fista_iters) * t_iter
+        per_stack.append({
+            "net_objective": float(net_obj[i]), "fista_objective": float(fista_obj[i]),
+            "ratio": float(net_obj[i] / fista_obj[i]),
+            "fista_iters_to_reach_net": k, "fista_seconds_to_reach_net": t_fista,
+            "speedup_to_same_objective": t_fista / t_net,
+            "speedup_is_lower_bound": k is None,
+        })
+    ratios = [s["ratio"] for s in per_stack]
+    speedups = [s["speedup_to_same_objective"] for s in per_stack]
+    checkpoints = {str(k): float((run.objective[k - 1] / fista_obj).mean())
+                   for k in (10, 30, 100, 300, 1000) if k <= cfg.fista_iters}
+    return {
+        "lam": lam, "test_stacks": len(y), "test_size_px": list(y.shape[-2:]),
+        "fista_iters": cfg.fista_iters,
+        "objective_ratio_mean": float(np.mean(ratios)),
+        "objective_ratio_worst": float(np.max(ratios)),
+        "within_5_percent": bool(np.max(ratios) <= 1.05),
+        "fista_mean_ratio_after_k_iters": checkpoints,
+        "spodnet_seconds_per_stack": t_net,
+        "fista_seconds_per_iteration": t_iter,
+        "fista_seconds_full_run_per_stack": t_iter * cfg.fista_iters,
+        "speedup_to_same_objective_median": float(np.median(speedups)),
+        "speedup_to_same_objective_min": float(np.min(speedups)),
+        "speedup_vs_full_fista_run": t_iter * cfg.fista_iters / t_net,
+        "per_stack": per_stack,
+    }
+
+
+def sizes(model_name: str) -> dict:
+    spod, _ = load(model_name)
+    lista = LISTANet(SPoDNetConfig(**{**spod.config.__dict__}))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lista.safetensors"
+        save_checkpoint(path, lista)
+        lista_bytes = path.stat().st_size
+    return {
+        "spodnet_parameters": spod.n_parameters(),
+        "spodnet_file_bytes": resolve(model_name).stat().st_size,
+        "lista_parameters": lista.n_parameters(),
+        "lista_file_bytes": lista_bytes,
+        "layers": spod.config.n_layers,
+    }
+
+
+def _train(variant, threshold, lr, psf, stacks, y_test, cfg: BenchConfig, seed, lam, log) -> dict:
+    model = build_model(variant, psf, stacks[0].shape[0], cfg.ablation_layers, threshold, lam,
+                        cfg.test_size).float()
+    op = spod_operator(torch.from_numpy(psf), y_test.shape[1])
+
+    def on_stage(m, phase, net):
+        with torch.no_grad():
+            x = net(y_test, n_layers=m)
+            return {"test_objective": float(spod_objective(op, x, y_test, lam).mean()),
+                    "zero_fraction": float((x == 0).float().mean())}
+
+    train_cfg = LayerwiseConfig(steps=cfg.ablation_steps, lr=lr, batch_size=4,
+                                crop=cfg.test_size, n_train=cfg.ablation_n_train, seed=seed,
+                                device="cpu", quiet=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        records = train_layerwise(model, psf, stacks, train_cfg, Path(tmp) / "m.safetensors",
+                                  on_stage=on_stage)
+    name = f"{variant}-{'LST' if threshold == 'leaky' else 'NST'}-lr{lr:g}"
+    log(f"{name}: {time.perf_counter() - start:.0f} s, test objective "
+        f"{records[-1]['test_objective']:.5g}")
+    stages = [{
+        "layer": r["layer"], "phase": r["phase"], "train_loss_first": r["loss_first"],
+        "train_loss_last": r["loss_last"],
+        "train_loss_rel_decrease": 1 - r["loss_last"] / r["loss_first"],
+        "test_objective": r["test_objective"], "zero_fraction": r["zero_fraction"],
+    } for r in records]
+    return {"name": name, "parameters": model.n_parameters(), "stages": stages,
+            "final_test_objective": records[-1]["test_objective"],
+            "train_seconds": time.perf_counter() - start}
+
+
+def ablations(psf, y_test, cfg: BenchConfig, seed, lam, log) -> dict:
+    sims = [simulate(SPoDSimConfig(size=2 * cfg.test_size), seed=500 + i)
+            for i in range(cfg.ablation_train_obs)]
+    stacks = [prepare(s["observation"], psf).y for s in sims]
+    runs = [("spodnet", "leaky", 1e-3), ("lista", "leaky", 1e-3), ("spodnet", "nonneg", 1e-3),
+            ("spodnet", "nonneg", 1e-4), ("spodnet", "leaky", 1e-4)]
+    results = [_train(*run, psf, stacks, y_test, cfg, seed, lam, log) for run in runs]
+    by_name = {r["name"]: r for r in results}
+    spod, lista = by_name["spodnet-LST-lr0.001"], by_name["lista-LST-lr0.001"]
+    return {
+        "train_observations": cfg.ablation_train_obs, "train_crops": cfg.ablation_n_train,
+        "layers": cfg.ablation_layers, "steps_per_optimizer": cfg.ablation_steps,
+        "lista_test_objective_over_spodnet": lista["final_test_objective"]
+        / spod["final_test_objective"],
+        "runs": results,
+    }
+
+
+def run_benchmark(json_path, quick: bool, seed: int = 0, device: str = "cpu",
+                  quiet: bool = False, model_name: str = "spodnet") -> Path:
+    """Run the benchmark and write the JSON result (see the module docstring)."""
+    import click
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    cfg = QUICK if quick else FULL
+
+    def log(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    model, extra = load(model_name, device=device)
+    psf = simulate(SPoDSimConfig(size=1), seed=0)["psf"]
+    y = _test_set(cfg, psf)
+    start = time.perf_counter()
+    results = {
+        "protocol": {**cfg.__dict__, "model": model_name, "model_training": extra.get("train"),
+                     "note": "test stacks: simulate seeds 900.., default PSF; training stacks "
+                     "of the bundled model: seeds 100-105; ablation training: seeds 500.."},
+        "quality_speed": quality_and_speed(model, psf, y, cfg, log),
+        "size": sizes(model_name),
+        "ablations": ablations(psf, y, cfg, seed, model.config.lam, log),
+        "threads": torch.get_num_threads(),
+        "load_avg_end": os.getloadavg()[0],
+    }
+    results["seconds"] = time.perf_counter() - start
+    path = write_result(json_path, "spod", quick, results)
+    log(f"wrote {path}")
+    return path
