@@ -1,0 +1,135 @@
+"""spots CLI round trips on tiny simulated images, and user mistakes -> exit 2, no output."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from proxscope.checkpoint import read_checkpoint
+from proxscope.cli import main
+from proxscope.data.io import read_points
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spots")
+    for seed in (1, 2):
+        args = ["spots", "simulate", "--cells", "6", "--size", "32", "--seed", str(seed),
+                "--out", str(root / f"d{seed}"), "--quiet"]
+        assert main(args) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data):
+    ckpt = data / "sn.safetensors"
+    args = ["spots", "train", "--data", str(data / "d1"), "--val", str(data / "d2"), "--model",
+            "spotnet", "--out", str(ckpt), "--steps", "2", "--crop", "16", "--val-every", "1",
+            "--quiet"]
+    assert main(args) == 0
+    return ckpt
+
+
+def test_simulate_files(data):
+    image = tifffile.imread(data / "d1" / "image.tif")
+    target = tifffile.imread(data / "d1" / "target.tif")
+    kernels = tifffile.imread(data / "d1" / "kernels.tif")
+    yx, cols = read_points(data / "d1" / "cells.csv")
+    assert image.shape == (32, 32) and target.shape == (30, 32, 32)
+    assert kernels.shape[0] == 30 and kernels.shape[1] == kernels.shape[2]
+    assert yx.shape == (6, 2) and set(cols) == {"total_secretion", *(f"x_{k}" for k in range(30))}
+    assert 0 <= image.min() and image.max() <= 255
+    np.testing.assert_allclose(
+        target.sum(0)[yx[:, 0].astype(int), yx[:, 1].astype(int)].sum(),
+        sum(cols[f"x_{k}"] for k in range(30)).sum(), rtol=1e-4,
+    )
+
+
+def test_train_resume_predict_evaluate(data, checkpoint, tmp_path, capsys):
+    from proxscope.models import load
+
+    model, extra = load(checkpoint)
+    assert extra["radius"] == 3.0 and "threshold" in extra
+    def train_args(steps):
+        return ["spots", "train", "--data", str(data / "d1"), "--val", str(data / "d2"),
+                "--out", str(tmp_path / "r.safetensors"), "--steps", str(steps), "--crop", "16",
+                "--val-every", "1", "--quiet"]
+
+    assert main(train_args(2)) == 0
+    assert main([*train_args(3), "--resume"]) == 0
+    resumed = read_checkpoint(tmp_path / "r.safetensors.resume").extra
+    assert resumed["step"] == 3 and [h["step"] for h in resumed["history"]] == [1, 2, 3]
+
+    out = tmp_path / "pred"
+    assert main(["spots", "predict", str(data / "d1" / "image.tif"), "--model", str(checkpoint),
+                 "--out", str(out), "--threshold", "0", "--quiet"]) == 0
+    yx, cols = read_points(out / "cells.csv")
+    assert {"score", "x_0", "x_29"} <= set(cols) and len(yx) > 0
+    assert np.all(np.diff(cols["score"]) <= 0)
+    assert tifffile.imread(out / "secretion.tif").shape == (30, 32, 32)
+    capsys.readouterr()
+    result_path = tmp_path / "eval.json"
+    assert main(["spots", "evaluate", "--pred", str(out / "cells.csv"), "--truth",
+                 str(data / "d1" / "cells.csv"), "--radius", "3", "--out", str(result_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(result_path.read_text())
+    assert printed["n_truth"] == 6 and 0 <= printed["f1"] <= 1 and "best_f1" in printed
+
+
+def test_predict_png_with_bundled_model(tmp_path):
+    import imageio.v3 as iio
+
+    from proxscope.models import available
+
+    if "spotnet" not in available():
+        pytest.skip("bundled spotnet weights not built")
+    img = np.zeros((40, 40), np.uint8)
+    img[10:13, 10:13] = 200
+    img[28, 30] = 255
+    iio.imwrite(tmp_path / "cells.png", img)
+    assert main(["spots", "predict", str(tmp_path / "cells.png"), "--model", "spotnet",
+                 "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert (tmp_path / "p" / "cells.csv").is_file()
+
+
+def test_evaluate_hand_made(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("y,x\n10,10\n20,20\n")
+    (tmp_path / "p.csv").write_text("y,x,score\n10,12,0.9\n40,40,0.5\n")
+    assert main(["spots", "evaluate", "--pred", str(tmp_path / "p.csv"), "--truth",
+                 str(tmp_path / "t.csv")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1) and r["best_f1"] == pytest.approx(2 / 3)
+
+
+def _bad_inputs(tmp_path, data, checkpoint):
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8))
+    nan = tmp_path / "nan.tif"
+    tifffile.imwrite(nan, np.full((16, 16), np.nan, np.float32))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    image = str(data / "d1" / "image.tif")
+    out = str(tmp_path / "out")
+    return {
+        "missing image": ["spots", "predict", str(tmp_path / "nope.tif"), "--out", out],
+        "rgb": ["spots", "predict", str(rgb), "--model", str(checkpoint), "--out", out],
+        "nan": ["spots", "predict", str(nan), "--model", str(checkpoint), "--out", out],
+        "unknown model": ["spots", "predict", image, "--model", "nosuchmodel", "--out", out],
+        "corrupt checkpoint": ["spots", "predict", image, "--model", str(junk), "--out", out],
+        "missing data": ["spots", "train", "--data", str(tmp_path / "none"), "--out",
+                         str(tmp_path / "out" / "m.safetensors")],
+        "resume without file": ["spots", "train", "--data", str(data / "d1"), "--out",
+                                str(tmp_path / "out" / "m.safetensors"), "--resume", "--quiet"],
+        "bad csv": ["spots", "evaluate", "--pred", str(junk), "--truth",
+                    str(data / "d1" / "cells.csv"), "--out", str(tmp_path / "out" / "e.json")],
+        "bad size": ["spots", "simulate", "--size", "2", "--out", out],
+    }
+
+
+def test_bad_inputs_exit_2_without_output(tmp_path, data, checkpoint, capsys):
+    for name, args in _bad_inputs(tmp_path, data, checkpoint).items():
+        assert main(args) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1, (name, err)
+        assert not (tmp_path / "out").exists(), name

@@ -1,0 +1,116 @@
+"""SpotNet / ConvNet models, detection and evaluation helpers on hand-made cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from proxscope.checkpoint import build_model, read_checkpoint, save_checkpoint
+from proxscope.models.spotnet import SpotConvNet, SpotConvNetConfig, SpotNet, crop_kernels
+from proxscope.operators import FFTConv, MultiConv2d
+from proxscope.prox import nonneg_group_soft_threshold
+from proxscope.solvers import apg
+from proxscope.tasks.spots.bench import apg_step
+from proxscope.tasks.spots.evaluate import pooled_threshold, score_image
+from proxscope.tasks.spots.predict import detect, prepare_image, profiles
+
+
+def _gauss_kernels(k=4, size=11):
+    r = np.arange(size) - size // 2
+    sig = np.linspace(0.8, 3.0, k)[:, None, None]
+    g = np.exp(-(r[None, :, None] ** 2 + r[None, None, :] ** 2) / (2 * sig**2))
+    return torch.from_numpy(g / g.sum((1, 2), keepdims=True))
+
+
+def test_spotnet_init_equals_three_apg_iterations():
+    kernels = _gauss_kernels()
+    y = torch.rand(2, 1, 24, 20) * 50
+    net = SpotNet.from_kernels(kernels, lam=0.3, in_shape=(24, 20))
+    op = MultiConv2d(crop_kernels(kernels.float(), 5))
+    step = 1.0 / op.lipschitz((4, 24, 20))
+    ref = apg(op, y, 0.3, nonneg_group_soft_threshold, n_iter=3, tol=0.0, step=step, track=False)
+    out = net(y)
+    assert out.shape == (2, 4, 24, 20)
+    torch.testing.assert_close(out, ref.x, rtol=1e-5, atol=1e-5)
+    assert float(out.detach().min()) >= 0 and float(out.detach().max()) > 0
+
+
+def test_spotnet_trainable_parameters_and_gradients():
+    net = SpotNet.from_kernels(_gauss_kernels(), lam=0.1, in_shape=(16, 16))
+    names = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert names == {"net.threshold", "net.momentum"} | {f"net.ops.{i}.kernels" for i in range(3)}
+    assert net.n_parameters() == 3 * 4 * 25 + 6
+    net(torch.rand(1, 1, 16, 16) * 10).pow(2).sum().backward()
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_convnet_layout_and_nonnegative_output():
+    net = SpotConvNet(SpotConvNetConfig())
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    n_filters = sum(m.weight.shape[0] * m.weight.shape[1] for m in convs)
+    assert n_filters == 6 + 6 * 15 + 30 + 3 * 30
+    assert all(m.kernel_size == (5, 5) for m in convs)
+    out = net(torch.rand(2, 1, 20, 24) * 255)
+    assert out.shape == (2, 30, 20, 24) and float(out.min()) >= 0
+
+
+@pytest.mark.parametrize("cls", ["spotnet", "convnet"])
+def test_checkpoint_round_trip(tmp_path, cls):
+    if cls == "spotnet":
+        model = SpotNet.from_kernels(_gauss_kernels(), lam=0.2, in_shape=(12, 12))
+    else:
+        model = SpotConvNet(SpotConvNetConfig(n_channels=30))
+    path = save_checkpoint(tmp_path / "m.safetensors", model, extra={"threshold": 1.5})
+    loaded = build_model(read_checkpoint(path))
+    x = torch.rand(1, 1, 12, 12) * 100
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_apg_step_bounds_the_lipschitz_constant():
+    op = FFTConv(_gauss_kernels(3, 9))
+    bound = 1.0 / apg_step(op, (16, 16))
+    assert op.lipschitz((3, 16, 16)) <= bound * (1 + 1e-6)
+    assert bound < 1.2 * op.lipschitz((3, 16, 16))
+
+
+def test_detect_and_profiles_hand_made():
+    maps = np.zeros((3, 10, 12), np.float32)
+    maps[:, 2, 3] = [3.0, 0.0, 0.0]  # mean 1
+    maps[:, 2, 4] = [0.5, 0.5, 0.5]  # neighbour with a lower mean: not a peak
+    maps[:, 7, 9] = [0.0, 6.0, 3.0]  # mean 3
+    yx, scores = detect(maps)
+    assert yx[0].tolist() == [7, 9] and scores[0] == pytest.approx(3.0)
+    assert yx.tolist() == [[7, 9], [2, 3]]
+    yx2, _ = detect(maps, min_score=2.0)
+    assert yx2.tolist() == [[7, 9]]
+    per_cell = profiles(maps, np.array([[2, 3], [7, 9]]))
+    np.testing.assert_allclose(per_cell, [[3.5, 0.5, 0.5], [0.0, 6.0, 3.0]])
+
+
+def test_score_image_and_pooled_threshold():
+    truth = np.array([[10, 10], [20, 20], [30, 30]])
+    yx = np.array([[10, 11], [21, 20], [50, 50], [30, 33]])
+    scores = np.array([5.0, 4.0, 3.0, 1.0])
+    r = score_image(yx, scores, truth, threshold=3.5, radius=3.0)
+    assert (r["tp"], r["fp"], r["fn"]) == (2, 0, 1)
+    assert r["f1"] == pytest.approx(0.8)
+    # keeping all four: 3 TP (distance exactly 3 counts), 1 FP
+    assert r["best_f1"] == pytest.approx(6 / 7) and r["best_threshold"] == pytest.approx(1.0)
+    threshold, f1 = pooled_threshold([(yx, scores, truth), (yx[:1], scores[:1], truth[:1])])
+    assert threshold == pytest.approx(1.0) and f1 == pytest.approx(8 / 9)  # TP 4, FP 1, FN 0
+
+
+def test_prepare_image_scaling_and_errors():
+    from proxscope.errors import UserError
+
+    img = np.arange(100, dtype=np.uint16).reshape(10, 10)
+    out = prepare_image(img)
+    assert out.dtype == np.float32 and out.max() == pytest.approx(255.0)
+    np.testing.assert_allclose(prepare_image(img[None]), out)
+    with pytest.raises(UserError, match="single-channel"):
+        prepare_image(np.zeros((10, 10, 3)))
+    with pytest.raises(UserError, match="blank"):
+        prepare_image(np.zeros((10, 10)))
+    with pytest.raises(UserError, match="NaN"):
+        prepare_image(np.full((10, 10), np.nan))
