@@ -84,7 +84,7 @@ def _saved_bytes(fn) -> tuple[object, int]:
 
 def backward_speed(n_iters=(25, 50, 100, 200), repeats: int = 5, seed: int = 0) -> dict:
     """SparseRecovery (batch rule) vs autograd through T ISTA iterations (codes of 16 patches ×
-    8 lines, m = 32, n = 91: the bundled model's sizes)."""
+    L lines, m = 32, n = 91: the bundled model's sizes)."""
     from ...layers.sparse_recovery import lasso_solver, sparse_recovery
     from ...prox import nonneg_soft_threshold
 
