@@ -81,7 +81,9 @@ def project_l2_ball(x: torch.Tensor, dim: int = 1, radius: float = 1.0) -> torch
     Used for the dual variable of TV (per pixel and class).
     Seed: tv-regularized-softmax-segmentation.txt eq. (3.8) (projection P_{B}).
     """
-    norm = x.norm(dim=dim, keepdim=True)
+    # sqrt of a clamped sum of squares: same value as x.norm(dim) (finite gradient at 0), and
+    # much faster on CPU than torch's norm kernel when ``dim`` is not the last axis.
+    norm = (x * x).sum(dim=dim, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
     return x * (radius / torch.maximum(norm, torch.full_like(norm, radius)))
 
 
