@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..prox import project_l2_ball
@@ -29,10 +30,8 @@ GRAD_NORM_SQ = 8.0  # ||grad||^2 <= 8 for 2-D forward differences
 def gradient(u: torch.Tensor) -> torch.Tensor:
     """Forward differences (B, C, H, W) -> (B, C, 2, H, W): [u(i+1,j)-u(i,j), u(i,j+1)-u(i,j)],
     zero across the last row / column. Seed eq. (4.2)."""
-    dy = torch.zeros_like(u)
-    dx = torch.zeros_like(u)
-    dy[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
-    dx[..., :, :-1] = u[..., :, 1:] - u[..., :, :-1]
+    dy = F.pad(torch.diff(u, dim=-2), (0, 0, 0, 1))
+    dx = F.pad(torch.diff(u, dim=-1), (0, 1))
     return torch.stack([dy, dx], dim=-3)
 
 
@@ -40,18 +39,20 @@ def divergence(p: torch.Tensor) -> torch.Tensor:
     """Discrete divergence (B, C, 2, H, W) -> (B, C, H, W), div = -gradient^T (backward
     differences, Chambolle's convention). Seed eq. (2.8)."""
     py, px = p.unbind(dim=-3)
-    div_y = torch.zeros_like(py)
-    div_x = torch.zeros_like(px)
-    div_y[..., :-1, :] += py[..., :-1, :]
-    div_y[..., 1:, :] -= py[..., :-1, :]
-    div_x[..., :, :-1] += px[..., :, :-1]
-    div_x[..., :, 1:] -= px[..., :, :-1]
+    div_y = torch.diff(F.pad(py[..., :-1, :], (0, 0, 1, 1)), dim=-2)
+    div_x = torch.diff(F.pad(px[..., :, :-1], (1, 1)), dim=-1)
     return div_y + div_x
+
+
+def gradient_magnitude(u: torch.Tensor) -> torch.Tensor:
+    """|grad u|_2 per pixel and channel: (B, C, H, W) -> (B, C, H, W)."""
+    g = gradient(u)
+    return (g * g).sum(dim=-3).sqrt()
 
 
 def total_variation(u: torch.Tensor) -> torch.Tensor:
     """Isotropic TV summed over channels, per sample: (B, C, H, W) -> (B,). Seed eq. (2.9)."""
-    return gradient(u).norm(dim=-3).flatten(1).sum(1)
+    return gradient_magnitude(u).flatten(1).sum(1)
 
 
 def _primal_dual(o, lam, n_iter, tau, activation, lipschitz_act):

@@ -53,12 +53,12 @@ def regularization_effect(u: np.ndarray) -> float:
     isolated regions. For a stack (N, H, W) the mean over images."""
     import torch
 
-    from ..layers.tv import gradient
+    from ..layers.tv import gradient_magnitude
 
     u = torch.as_tensor(np.asarray(u, dtype=np.float64))
     if u.ndim == 2:
         u = u[None]
-    per_image = 100.0 * gradient(u[:, None]).norm(dim=-3).mean(dim=(1, 2, 3))
+    per_image = 100.0 * gradient_magnitude(u[:, None]).mean(dim=(1, 2, 3))
     return float(per_image.mean())
 
 
