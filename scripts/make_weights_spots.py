@@ -4,7 +4,8 @@ Simulates 10 FluoroSpot images (512×512, 1250 cells, noise level 3, seeds 1000-
 training, 3 for validation, as in the SpotNet paper Sec. 4) and trains each model on random
 128×128 crops with Adam (batch 1), keeping the best validation model.
 
-    python scripts/make_weights_spots.py [--steps-spotnet N] [--steps-convnet N] [--data DIR]
+    python scripts/make_weights_spots.py [--models spotnet,convnet] [--steps-spotnet N]
+        [--steps-convnet N] [--data DIR]
 """
 
 from __future__ import annotations
@@ -26,21 +27,25 @@ SEEDS = list(range(1000, 1010))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps-spotnet", type=int, default=1500)
+    parser.add_argument("--models", default="spotnet,convnet")
+    parser.add_argument("--steps-spotnet", type=int, default=5000)
     parser.add_argument("--steps-convnet", type=int, default=1500)
     parser.add_argument("--data", type=Path, default=None, help="keep the simulated data here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out-dir", type=Path, default=WEIGHTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp)
         folders = simulate_dirs(FluoroSpotConfig(), SEEDS, root)
-        for name, steps in (("spotnet", args.steps_spotnet), ("convnet", args.steps_convnet)):
+        steps_of = {"spotnet": args.steps_spotnet, "convnet": args.steps_convnet}
+        for name in args.models.split(","):
+            steps = steps_of[name]
             summary = train(
-                name, folders[:7], WEIGHTS / f"{name}.safetensors", val=folders[7:],
+                name, folders[:7], args.out_dir / f"{name}.safetensors", val=folders[7:],
                 steps=steps, lr=DEFAULT_LR[name], val_every=max(steps // 15, 1), seed=0, quiet=True,
             )
-            (WEIGHTS / f"{name}.safetensors.resume").unlink(missing_ok=True)
+            (args.out_dir / f"{name}.safetensors.resume").unlink(missing_ok=True)
             print(json.dumps({name: summary}))
 
 

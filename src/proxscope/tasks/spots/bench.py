@@ -277,7 +277,7 @@ def demo(out_dir: Path, quiet: bool = False) -> dict:
         ax.plot(sample.secretion[cell], "k-", label="true x_k")
         ax.plot(est, "o-", ms=3, label="SpotNet (3x3 sum)")
         ax.set_xlabel("time window k (spread bin)")
-        ax.set_title(f"cell at {tuple(sample.cells_yx[cell])}")
+        ax.set_title(f"cell at y={int(sample.cells_yx[cell, 0])}, x={int(sample.cells_yx[cell, 1])}")
     axes[0].legend(fontsize=8)
     figures.append(_save(fig, out_dir / "spots_profiles.png"))
     return {
