@@ -70,10 +70,17 @@ def test_predict_accepts_plain_tiff_written_elsewhere(tmp_path):
     stack = np.random.default_rng(0).integers(0, 4000, (4, 16, 18)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "obs.tif", stack)
     yy, xx = np.mgrid[-2:3, -2:3]
-    tifffile.imwrite(tmp_path / "psf.tif", (1000 * np.exp(-(yy**2 + xx**2))).astype(np.uint16))
-    assert main(["spod", "predict", str(tmp_path / "obs.tif"), "--psf", str(tmp_path / "psf.tif"),
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "psf.png", (255 * np.exp(-(yy**2 + xx**2))).astype(np.uint8))
+    assert main(["spod", "predict", str(tmp_path / "obs.tif"), "--psf", str(tmp_path / "psf.png"),
                  "--method", "ista", "--iters", "5", "--out", str(tmp_path / "r.tif")]) == 0
     assert tifffile.imread(tmp_path / "r.tif").shape == (4, 20, 22)
+    # An RGB PNG is read as a 3-channel stack (H, W, 3) -> (3, H, W).
+    iio.imwrite(tmp_path / "rgb.png", stack[:3].transpose(1, 2, 0).astype(np.uint8))
+    assert main(["spod", "predict", str(tmp_path / "rgb.png"), "--psf", str(tmp_path / "psf.png"),
+                 "--method", "fista", "--iters", "5", "--out", str(tmp_path / "r3.tif")]) == 0
+    assert tifffile.imread(tmp_path / "r3.tif").shape == (3, 20, 22)
 
 
 def _bad(tmp_path, args):

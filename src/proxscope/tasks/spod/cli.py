@@ -80,8 +80,12 @@ def simulate(size, channels, psf_size, psf_kind, psf_width, filaments, dots, pho
 @click.option("--lam", default=DEFAULT_LAM, show_default=True, help="λ of eq. (5).")
 @click.option("--steps", default=40, show_default=True, help="Adam steps of Opt1 and of Opt2 "
               "per layer (the seed: 2500).")
-@click.option("--lr", default=1e-3, show_default=True, help="Opt1 learning rate η.")
-@click.option("--gamma", default=0.3, show_default=True, help="Shrink factor of Algorithm 1.")
+@click.option("--lr", default=0.05, show_default=True,
+              help="Opt1 learning rate η (Opt2: 0.2·η new layer, 0.02·η others); relative to "
+              "each tensor's scale unless --absolute-lr.")
+@click.option("--absolute-lr", is_flag=True, help="Plain Adam learning rates (the seed: 1e-4).")
+@click.option("--gamma", default=0.3, show_default=True,
+              help="Shrink factor of Algorithm 1 (1 = no shrink; the bundled model uses 1).")
 @click.option("--crop", default=64, show_default=True, help="Training crop size (px).")
 @click.option("--n-train", default=100, show_default=True, help="Augmented crops N.")
 @click.option("--batch-size", default=4, show_default=True)
@@ -93,7 +97,7 @@ def simulate(size, channels, psf_size, psf_kind, psf_width, filaments, dots, pho
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present).")
 @click.option("--quiet", is_flag=True)
 def train(data_dirs, more_data, out, layers, variant, threshold, alpha, loss, lam, steps, lr,
-          gamma, crop, n_train, batch_size, fista_iters, no_preprocess, resume, seed, device,
+          absolute_lr, gamma, crop, n_train, batch_size, fista_iters, no_preprocess, resume, seed, device,
           quiet):
     """Layer-wise training (Algorithm 1) of SPoD-Net or LISTA-Net on a few observations."""
     import numpy as np
@@ -107,6 +111,8 @@ def train(data_dirs, more_data, out, layers, variant, threshold, alpha, loss, la
     if layers < 1 or steps < 1 or crop < 1 or n_train < 1 or batch_size < 1 or lam < 0:
         raise UserError("--layers, --steps, --crop, --n-train, --batch-size must be >= 1, "
                         "--lam >= 0")
+    if not (0 < gamma <= 1) or lr <= 0:
+        raise UserError("need 0 < --gamma <= 1 and --lr > 0")
     seed_everything(seed)
     loaded = [load_directory(d) for d in (*data_dirs, *more_data)]
     psfs = [p for _, p in loaded]
@@ -121,7 +127,7 @@ def train(data_dirs, more_data, out, layers, variant, threshold, alpha, loss, la
     model = model.to(torch.get_default_dtype())
     cfg = LayerwiseConfig(steps=steps, lr=lr, gamma=gamma, n_train=n_train,
                           batch_size=batch_size, crop=crop, loss=loss, fista_iters=fista_iters,
-                          seed=seed, device=device, quiet=quiet)
+                          relative_lr=not absolute_lr, seed=seed, device=device, quiet=quiet)
     records = train_layerwise(
         model, psf, stacks, cfg, out, resume=resume,
         extra={"preprocessing": not no_preprocess, "data": [str(d) for d in data_dirs]},

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.io import read_image
+from ...data.transforms import to_channels_first
 from ...errors import UserError
 
 MEDIAN_SIZE = 5
@@ -43,8 +44,11 @@ def intensity_scale(stack: np.ndarray) -> float:
 
 
 def read_stack(path: str | Path, channels: int | None = None) -> np.ndarray:
-    """Read an observation TIFF as float32 (c, H, W); one-line UserError for a wrong layout."""
+    """Read an observation (multi-page TIFF (c, H, W), or an RGB image as 3 channels) as
+    float32 (c, H, W); one-line UserError for a wrong layout."""
     stack = read_image(path)
+    if stack.ndim == 3:  # an RGB(A) PNG/TIFF (H, W, 3|4) -> (3|4, H, W)
+        stack = to_channels_first(stack)
     if stack.ndim != 3:
         raise UserError(
             f"{path}: a SPoD observation must be a (channels, H, W) stack, got shape {stack.shape}"

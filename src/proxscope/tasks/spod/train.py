@@ -40,16 +40,18 @@ VARIANTS = {"spodnet": SPoDNet, "lista": LISTANet}
 class LayerwiseConfig:
     """steps: optimizer steps of Opt1 and of Opt2 for each layer; lr: η of Opt1 (Adam);
     gamma: shrink factor; n_train: pool size N; batch_size; crop: crop size (px, = the model's
-    tile); fista_iters: FISTA iterations per supervised target."""
+    tile); fista_iters: FISTA iterations per supervised target; relative_lr: see
+    :func:`_param_groups`."""
 
     steps: int = 100
-    lr: float = 1e-3
+    lr: float = 0.05
     gamma: float = 0.3
     n_train: int = 100
     batch_size: int = 20
     crop: int = 96
     loss: str = "unsupervised"
     fista_iters: int = 1000
+    relative_lr: bool = True
     seed: int = 0
     device: str | None = None
     quiet: bool = False
@@ -74,12 +76,24 @@ def _stages(n_layers: int) -> list[tuple[int, str]]:
     return stages
 
 
-def _param_groups(model: SPoDNet, m: int, phase: str, lr: float) -> list[dict]:
+def _param_groups(model: SPoDNet, m: int, phase: str, lr: float, relative: bool) -> list[dict]:
+    """Opt1: Θ_m at lr; Opt2: Θ_m at 0.2·lr, Θ_1..Θ_{m−1} at 0.02·lr (Algorithm 1, Sec. 5.1).
+
+    relative: one group per tensor with lr × the tensor's RMS at the stage start, so lr is a
+    relative change per step (g ~ 1e-3 for a PSF of sum 1, h ~ 1, η ~ 1e-2, θ ~ 1e-4: one
+    absolute Adam lr cannot suit all of them)."""
+
+    def groups(params, rate):
+        if not relative:
+            return [{"params": list(params), "lr": rate}]
+        return [{"params": [p], "lr": rate * float(p.detach().pow(2).mean().sqrt().clamp_min(1e-8))}
+                for p in params]
+
     new = model.layer_parameters(m - 1)
     if phase == "opt1":
-        return [{"params": new, "lr": lr}]
+        return groups(new, lr)
     old = [p for k in range(m - 1) for p in model.layer_parameters(k)]
-    return [{"params": new, "lr": 0.2 * lr}, {"params": old, "lr": 0.02 * lr}]
+    return groups(new, 0.2 * lr) + groups(old, 0.02 * lr)
 
 
 def make_pool(stacks: list[np.ndarray], cfg: LayerwiseConfig) -> torch.Tensor:
@@ -150,7 +164,7 @@ def train_layerwise(
             TrainConfig(steps=cfg.steps, lr=cfg.lr, val_every=cfg.steps + 1,
                         ckpt_every=max(1, cfg.steps // 4), seed=cfg.seed * 1000 + index,
                         device=cfg.device, quiet=cfg.quiet),
-            stage_out, param_groups=_param_groups(model, m, phase, cfg.lr),
+            stage_out, param_groups=_param_groups(model, m, phase, cfg.lr, cfg.relative_lr),
         )
         stage_resume = resume and trainer.resume_path.is_file()
         history = trainer.fit(resume=stage_resume)
