@@ -68,6 +68,7 @@ def test_train_resume_predict_evaluate(data, checkpoint, tmp_path, capsys):
     assert {"score", "x_0", "x_29"} <= set(cols) and len(yx) > 0
     assert np.all(np.diff(cols["score"]) <= 0)
     assert tifffile.imread(out / "secretion.tif").shape == (30, 32, 32)
+    assert (out / "overlay.png").stat().st_size > 0
     capsys.readouterr()
     result_path = tmp_path / "eval.json"
     assert main(["spots", "evaluate", "--pred", str(out / "cells.csv"), "--truth",

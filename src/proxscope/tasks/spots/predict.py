@@ -84,8 +84,9 @@ def predict_to_dir(
     threshold: float | None = None,
     device: str | None = None,
 ) -> dict:
-    """Run a model on an image file; write OUT/cells.csv (y,x,score,x_0..x_{K-1}) and
-    OUT/secretion.tif (K, H, W). Returns a summary dict."""
+    """Run a model on an image file; write OUT/cells.csv (y,x,score,x_0..x_{K-1}),
+    OUT/secretion.tif (K, H, W) and OUT/overlay.png (detections on the image). Returns a
+    summary dict."""
     from ...data.io import read_image, write_image, write_points
     from ...models import load
     from ...models.base import ConfigModule
@@ -103,5 +104,29 @@ def predict_to_dir(
     out = Path(out)
     columns = {"score": scores} | {f"x_{k}": per_cell[:, k] for k in range(per_cell.shape[1])}
     write_image(out / "secretion.tif", secretion.astype(np.float32))
+    write_overlay(out / "overlay.png", image, yx)
     write_points(out / "cells.csv", yx, columns)
     return {"cells": int(len(yx)), "threshold": threshold, "model": str(model_name)}
+
+
+def write_overlay(path: str | Path, image: np.ndarray, yx: np.ndarray) -> Path:
+    """PNG of the image (gray) with a circle at every detected cell, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ...data.io import atomic_path
+
+    h, w = image.shape
+    fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    ax.scatter(yx[:, 1], yx[:, 0], s=12, facecolors="none", edgecolors="lime", linewidths=0.6)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.axis("off")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
