@@ -28,7 +28,7 @@ SEEDS = list(range(1000, 1010))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="spotnet,convnet")
-    parser.add_argument("--steps-spotnet", type=int, default=5000)
+    parser.add_argument("--steps-spotnet", type=int, default=1500)
     parser.add_argument("--steps-convnet", type=int, default=1500)
     parser.add_argument("--data", type=Path, default=None, help="keep the simulated data here")
     parser.add_argument("--threads", type=int, default=1)
