@@ -1,7 +1,7 @@
 """Make the bundled seg weights: ``unet`` and ``runet`` trained on clean simulated WBC phantoms.
 
 Seeded and deterministic on one machine (CPU float32):
-    .venv/bin/python scripts/make_weights_seg.py [--steps 600] [--quiet]
+    .venv/bin/python scripts/make_weights_seg.py [--steps 300] [--arch unet runet] [--quiet]
 writes src/proxscope/weights/unet.safetensors and runet.safetensors (clean training = the
 setting of the seed's Table 1, so the demo shows RUNet's robustness to test-time noise).
 """
@@ -23,13 +23,14 @@ N_IMAGES, SIZE, SEED = 40, 128, 0
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--arch", nargs="+", default=["unet", "runet"], choices=["unet", "runet"])
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     images, masks = simulate_dataset(N_IMAGES, SIZE, SEED)
     x = [prepare_image(im) for im in images]
     y = [m.astype(np.int64) for m in masks]
-    for arch in ("unet", "runet"):
+    for arch in args.arch:
         out = Path(WEIGHTS_DIR) / f"{arch}.safetensors"
         options = SegTrainOptions(steps=args.steps, seed=SEED, quiet=args.quiet, device="cpu")
         extra = {"data": f"simulated WBC phantoms: {N_IMAGES} images {SIZE}x{SIZE}, seed {SEED}",

@@ -9,9 +9,9 @@ on validation images. Timing: TVSoftmax with 1 iteration vs softmax (the layer a
 whole UNet training step, measured interleaved in the same run) and the per-iteration cost at
 evaluation.
 
-Modes: quick (about 10 minutes on 2 cores: 24 training images of 128², 300 steps) and full
-(60 training / 40 test images as in the seed, 160², 1500 steps; the seed used 300² images and
-20k SGD steps on a GPU).
+Modes: quick (minutes on 2 cores: 16 training / 8 test images of 96², 150 Adam steps on 64²
+crops) and full (60 training / 40 test images as in the seed, 160², 1500 steps on 96² crops;
+the seed used 300² images and 20k SGD steps on a GPU).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ CONDITIONS = [("clean", 0.0)] + [("gaussian", s) for s in (0.01, 0.03, 0.05, 0.0
 ]
 POST_TV_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
 MODES = {
-    "quick": {"n_train": 24, "n_val": 4, "n_test": 10, "size": 128, "steps": 300},
-    "full": {"n_train": 60, "n_val": 8, "n_test": 40, "size": 160, "steps": 1500},
+    "quick": {"n_train": 16, "n_val": 3, "n_test": 8, "size": 96, "steps": 150, "patch": 64},
+    "full": {"n_train": 60, "n_val": 8, "n_test": 40, "size": 160, "steps": 1500, "patch": 96},
 }
 
 
@@ -107,7 +107,7 @@ def _median_time(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def timing(device, repeats: int = 15) -> dict:
+def timing(device, repeats: int = 9) -> dict:
     """Seconds (median) of softmax vs TVSoftmax(1 iteration), interleaved in one run."""
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(8, 3, 96, 96, generator=gen).to(device).requires_grad_(True)
@@ -169,7 +169,8 @@ def run_benchmark(json_path, quick: bool, seed: int = 0, device=None, quiet: boo
         for table, noisy in (("table1_clean_training", 0.0), ("table2_noisy_training", 1 / 3)):
             rows, models = {}, {}
             for arch in ("unet", "runet"):
-                options = SegTrainOptions(steps=p["steps"], noisy_fraction=noisy, seed=seed,
+                options = SegTrainOptions(steps=p["steps"], patch=p["patch"],
+                                          noisy_fraction=noisy, seed=seed,
                                           device=device, quiet=quiet, val_fraction=0.15)
                 t0 = time.perf_counter()
                 models[arch], _ = fit_segmentation(

@@ -100,8 +100,10 @@ def train(images, masks, arch, out, noisy_train, steps, batch_size, patch, lr, l
         seed=seed, device=device, quiet=quiet,
     )
     model, history = fit_segmentation(image_list, mask_list, arch, out, options, resume=resume)
-    summary = {"out": out, "steps": len(history) and history[-1]["step"],
-               "final_loss": history[-1]["loss"] if history else None}
+    last = history[-1] if history else {}
+    summary = {"out": out, "steps": last.get("step", 0), "final_loss": last.get("loss"),
+               "best_val_1_minus_miou": min((h["val"] for h in history if "val" in h),
+                                            default=None)}
     if model.tv is not None:
         summary["lam"] = float(model.tv.lam)
     _echo_json(summary, quiet)
