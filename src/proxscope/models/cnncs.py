@@ -48,7 +48,7 @@ class CNNCSConfig:
     variant: str = "ecnncs2"
     in_channels: int = 1
     patch: int = 64
-    n_lines: int = 12
+    n_lines: int = 8
     m: int = 32
     width: int = 8
     lam: float = 0.1

@@ -141,7 +141,6 @@ def backward_speed(n_iters=(25, 50, 100, 200), repeats: int = 5, seed: int = 0) 
 
 def run(json_path, quick: bool = True, seed: int = 0, device=None, quiet: bool = False) -> dict:
     """Run the benchmark and write ``json_path``; returns the results."""
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     n_train, n_val, n_test, epochs = (8, 3, 6, 60) if quick else (24, 6, 20, 200)
     train_data = _dataset(n_train, seed * 10 + 1)
     val_data = _dataset(n_val, seed * 10 + 2)

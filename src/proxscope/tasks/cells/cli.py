@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 VARIANT = click.Choice(["cnncs", "ecnncs1", "ecnncs2"])
+THREADS = "CPU threads for torch; the small CNN gains little from more, and a busy machine loses."
 
 
 @click.group()
@@ -49,7 +50,7 @@ def simulate(n_images, size, seed, out):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint path.")
 @click.option("--variant", default="ecnncs2", show_default=True, type=VARIANT)
 @click.option("--patch", default=64, show_default=True, type=click.IntRange(16), help="Multiple of 8.")
-@click.option("--epochs", default=150, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--epochs", default=300, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--batch", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float)
 @click.option("--bandwidth", default=4.0, show_default=True, type=float,
@@ -59,14 +60,18 @@ def simulate(n_images, size, seed, out):
 @click.option("--resume", is_flag=True, help="Continue from OUT.resume.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default=None, help="cpu, cuda (default: cuda when available).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help=THREADS)
 @click.option("--quiet", is_flag=True)
 def train(images, points, out, variant, patch, epochs, batch, lr, bandwidth, val_images,
-          val_points, resume, seed, device, quiet):
+          val_points, resume, seed, device, threads, quiet):
     """Train a detector on annotated images (IMAGES/NAME.tif with POINTS/NAME.csv)."""
+    import torch
+
     from ...errors import UserError
     from ...models.cnncs import CNNCSConfig
     from .train import load_annotated, train
 
+    torch.set_num_threads(threads)
     if patch % 8:
         raise UserError(f"--patch must be a multiple of 8, got {patch}")
     if bool(val_images) != bool(val_points):
@@ -116,12 +121,16 @@ def evaluate(pred, truth, radius, out):
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default=None)
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help=THREADS)
 @click.option("--quiet", is_flag=True)
-def bench(quick, json_path, seed, device, quiet):
+def bench(quick, json_path, seed, device, threads, quiet):
     """CNNCS vs ECNNCS-1 vs ECNNCS-2 vs LoG on held-out simulated images, and the
     SparseRecovery backward against autograd through ISTA (time, memory)."""
+    import torch
+
     from .bench import run
 
+    torch.set_num_threads(threads)
     run(json_path, quick=quick, seed=seed, device=device, quiet=quiet)
     click.echo(f"results: {json_path}")
 
