@@ -93,3 +93,14 @@ def test_tiled_apply_equals_whole_image():
     assert tiled.shape == whole.shape
     assert tiled.shape == (1, 2, 150, 97)
     assert torch.allclose(tiled, whole, atol=1e-5)
+
+
+def test_atomic_outputs_have_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_points(tmp_path / "p.csv", np.zeros((1, 2)))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
