@@ -70,7 +70,7 @@ class ValidConv(LinearOperator):
         return F.conv_transpose2d(y, self.weight)
 
 
-class FFTConv(LinearOperator):
+class FFTConv(MultiConv2d):
     """Same map as :class:`MultiConv2d` (A x = Σ_k h_k ⊛ x_k, zero padding, size preserving),
     computed with real FFTs: use it for kernels larger than ~15 px (e.g. FluoroSpot kernels of
     hundreds of pixels). The signals are zero padded to at least H+kh−1 × W+kw−1 (rounded up to
@@ -78,13 +78,6 @@ class FFTConv(LinearOperator):
 
     kernels: (K, kh, kw), odd sizes. forward: (B, K, H, W) -> (B, 1, H, W); adjoint back.
     """
-
-    def __init__(self, kernels: torch.Tensor):
-        super().__init__()
-        if kernels.ndim != 3:
-            raise ValueError(f"kernels must be (K, kh, kw), got shape {tuple(kernels.shape)}")
-        _check_odd(kernels)
-        self.kernels = nn.Parameter(kernels.clone(), requires_grad=False)
 
     def _spectra(self, h: int, w: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """Kernel spectra for an h×w input, cached per (size, weights version) when the kernels
