@@ -114,3 +114,18 @@ def test_prepare_image_scaling_and_errors():
         prepare_image(np.zeros((10, 10)))
     with pytest.raises(UserError, match="NaN"):
         prepare_image(np.full((10, 10), np.nan))
+
+
+def test_best_f1_is_the_maximum_over_all_thresholds():
+    from proxscope.metrics import match_points
+    from proxscope.tasks.spots.evaluate import best_f1
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 60, size=(40, 2))
+    yx = np.concatenate([truth + rng.integers(-2, 3, size=truth.shape),
+                         rng.integers(0, 60, size=(300, 2))])
+    scores = np.concatenate([rng.uniform(0.3, 1.0, 40), rng.uniform(0.0, 0.8, 300)])
+    exhaustive = max(match_points(yx[scores >= t], truth, 3.0).f1 for t in scores)
+    f1, threshold = best_f1(yx, scores, truth, 3.0)
+    assert f1 == pytest.approx(exhaustive)
+    assert match_points(yx[scores >= threshold], truth, 3.0).f1 == pytest.approx(f1)
