@@ -137,3 +137,19 @@ def test_segment_tiles_large_images():
     tiled = segment(model, image, tile=48, overlap=16)
     assert tiled.shape == whole.shape == (3, 70, 90)
     assert np.abs(tiled - whole).mean() < 0.02
+
+
+@pytest.mark.parametrize("name", ["unet", "runet"])
+def test_bundled_weights_predict(name, data, tmp_path):
+    from proxscope.tasks.seg.predict import load_model
+
+    model = load_model(name, "cpu")
+    assert (model.config.in_channels, model.config.n_classes) == (3, 3)
+    assert (model.tv is not None) == (name == "runet")
+    root, _ = data
+    out = tmp_path / "mask.png"
+    assert main(["seg", "predict", str(root / "sim/images/sim_002.tif"), "--model", name,
+                 "--out", str(out), "--tv-iters", "10", "--quiet"]) == 0
+    import imageio.v3 as iio
+
+    assert iio.imread(out).shape == (40, 40)
