@@ -121,7 +121,7 @@ class _TVActivation(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"lam={float(self.lam):.4g}, n_iter_train={self.n_iter_train}, "
+            f"lam={float(self.lam.detach()):.4g}, n_iter_train={self.n_iter_train}, "
             f"n_iter_eval={self.n_iter_eval}, tau={self.tau}"
         )
 

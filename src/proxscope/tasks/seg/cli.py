@@ -105,7 +105,7 @@ def train(images, masks, arch, out, noisy_train, steps, batch_size, patch, lr, l
                "best_val_1_minus_miou": min((h["val"] for h in history if "val" in h),
                                             default=None)}
     if model.tv is not None:
-        summary["lam"] = float(model.tv.lam)
+        summary["lam"] = float(model.tv.lam.detach())
     _echo_json(summary, quiet)
 
 
