@@ -161,6 +161,7 @@ def test_untrained_nets_are_exactly_m_ista_iterations(cls):
                            lam=lam, tile=tile)
     net = cls(config).double().init_ista(psf)
     y = torch.rand(2, c, tile, tile, dtype=D, generator=torch.Generator().manual_seed(7))
+    y[..., : tile // 2, :] = 0  # a dark half, where A^T y < θ: LST and NST differ there
     op = SPoDConv.from_psf(psf, c)
     x_shape = (c, tile + a - 1, tile + a - 1)
     step = 1.0 / op.lipschitz(x_shape)
@@ -178,6 +179,7 @@ def test_untrained_nets_are_exactly_m_ista_iterations(cls):
         for _ in range(m_layers):
             z = leaky_soft_threshold(z - step * op.adjoint(op(z) - y), theta, alpha=0.1)
         assert torch.allclose(net_lst(y), torch.relu(z), atol=1e-12, rtol=0)
+        assert not torch.allclose(net_lst(y), x, atol=1e-9, rtol=0)
 
 
 def test_parameter_counts_seed_sizes():
