@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import UserError
 
-TILE, OVERLAP = 512, 32
+TILE, OVERLAP, PAD = 576, 32, 16  # a padded 512x512 image is one tile
 
 
 def prepare_image(image: np.ndarray, source: str = "image") -> np.ndarray:
@@ -45,15 +45,19 @@ def prepare_image(image: np.ndarray, source: str = "image") -> np.ndarray:
 
 def infer(model, image: np.ndarray, device="cpu"):
     """Model output for one prepared image (H, W) -> secretion maps (K, H, W) float32 (numpy),
-    computed in overlapping 512×512 tiles (receptive field < 32 px)."""
+    computed in overlapping 576×576 tiles (receptive field < 32 px). The image is mirrored by
+    ``PAD`` px at its borders first (cropped after): the assay continues beyond the field of
+    view, and zero padding would make the border look like an edge of dark background."""
     import torch
+    import torch.nn.functional as F
 
     from ...data.tiling import tiled_apply
 
     x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
+    pad = min(PAD, image.shape[0] - 1, image.shape[1] - 1)
     with torch.no_grad():
-        out = tiled_apply(model, x, tile=TILE, overlap=OVERLAP)
-    return out[0].cpu().numpy()
+        out = tiled_apply(model, F.pad(x, (pad,) * 4, mode="reflect"), tile=TILE, overlap=OVERLAP)
+    return out[0, :, pad : pad + image.shape[0], pad : pad + image.shape[1]].cpu().numpy()
 
 
 def detect(secretion: np.ndarray, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
