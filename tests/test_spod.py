@@ -207,7 +207,7 @@ def test_tiled_prediction_equals_whole_image_for_one_layer():
     net.init_ista(_psf(a, a, seed=8))
     y = torch.rand(1, c, 40, 33, dtype=D, generator=torch.Generator().manual_seed(9))
     whole = net(y)
-    tiled = predict_model(net, y, overlap=4)
+    tiled = predict_model(net, y, tile=12, overlap=4)
     assert tiled.shape == whole.shape == (1, c, 42, 35)
     assert torch.allclose(tiled, whole, atol=1e-12)
 

@@ -35,7 +35,8 @@ THRESHOLDS = ("leaky", "nonneg")
 class SPoDNetConfig:
     """channels: c; psf_size: (a, b); n_layers: M; threshold: 'leaky' (LST, eq. 11) or
     'nonneg' (NST, eq. 7); alpha: LST leak; lam: λ of eq. (5) the net was set up / trained for;
-    tile: observation tile size (px) the net was trained on (prediction tiles larger inputs)."""
+    tile: observation crop size (px) the net was trained on; ``init_ista`` uses it for λ·A/B,
+    which depends on the image size through eq. (5)'s normalisation."""
 
     channels: int = 18
     psf_size: list[int] = field(default_factory=lambda: [32, 32])

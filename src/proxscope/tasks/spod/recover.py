@@ -52,17 +52,17 @@ def solve(
 
 
 @torch.no_grad()
-def predict_model(model, y: torch.Tensor, overlap: int | None = None) -> torch.Tensor:
+def predict_model(model, y: torch.Tensor, tile: int = 256, overlap: int | None = None
+                  ) -> torch.Tensor:
     """Run an unrolled SPoD model on y (B, c, H, W) -> x (B, c, H+a−1, W+b−1).
 
-    Observations larger than the model's training tile are processed in tiles of that size
-    (so λ·A/B, which depends on the size, matches training) overlapping by ``overlap`` px
-    (default: the PSF size); each output pixel comes from the tile where it is farthest from a
-    tile border. The tiling works on a canvas in image coordinates: the observation zero padded
-    by the PSF size − 1 at the bottom/right, of which each tile uses its first rows/columns.
+    Observations larger than ``tile`` px are processed in tiles (memory stays bounded) that
+    overlap by ``overlap`` px (default: the PSF size); each output pixel comes from the tile
+    where it is farthest from a tile border. The tiling works on a canvas in image
+    coordinates: the observation zero padded by the PSF size − 1 at the bottom/right, of which
+    each tile uses its first rows/columns as its observation.
     """
     a, b = model.config.psf_size
-    tile = model.config.tile
     overlap = max(a, b) if overlap is None else overlap
     canvas = torch.nn.functional.pad(y, (0, b - 1, 0, a - 1))
 
