@@ -7,6 +7,13 @@ entries N(0, 1/m)), and the CNN output is [x̂_1, ..., x̂_L, β·ĉ] (L·m + 1 
 count). Recovery solves the lasso (eq. 4) per line: â_l = argmin 0.5·||D a − x̂_l||² + lam·||a||_1
 with a >= 0 (cells are counts; the backward rules only use the support, so they hold unchanged).
 
+Regressor (where this differs from the seed's ResNet-152 + dense layer): a small residual
+encoder-decoder produces a non-negative map δ̂ (P×P) and the output layer is the *structured*
+linear map x̂_l = D P_l δ̂, β·ĉ = β Σ δ̂ (P_l: the line projection). A dense layer from the
+feature map to the L·m codes would have to learn the random columns of D for every pixel
+position; it does not train from scratch in CPU minutes and would not fit the 1 MB bundled-weight
+budget. The codes, the loss (3), the recovery layer and the decoding are the seed's.
+
 Variants (Sec. 4.1):
     cnncs    fixed D, L2 loss only; recovery (FISTA) at inference only.
     ecnncs1  loss eq. (3); recovery by a LISTA network (unrolled ISTA with learned per-layer
@@ -52,7 +59,7 @@ class CNNCSConfig:
     m: int = 32
     width: int = 8
     lam: float = 0.1
-    alpha: float = 1.0
+    alpha: float = 0.2
     beta: float = 0.2
     n_iter: int = 50
     lista_layers: int = 10
