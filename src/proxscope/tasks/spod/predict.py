@@ -64,7 +64,7 @@ def recover_stack(
     else:
         result = solve(op, y, lam, method, n_iter=n_iter, track=False)
         x, iterations = result.x, result.n_iter
-    if device != "cpu" and torch.cuda.is_available():
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     with torch.no_grad():
