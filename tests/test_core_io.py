@@ -104,3 +104,13 @@ def test_atomic_outputs_have_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_channel_stacks_stay_channel_stacks(tmp_path):
+    import tifffile
+
+    stack = np.random.default_rng(0).random((3, 10, 12)).astype(np.float32)
+    write_image(tmp_path / "s.tif", stack)
+    with tifffile.TiffFile(tmp_path / "s.tif") as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+    assert np.array_equal(read_image(tmp_path / "s.tif"), stack)

@@ -81,7 +81,10 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
-            tifffile.imwrite(tmp, image)
+            # An (H, W, 3|4) image is colour; anything else (including C x H x W stacks with
+            # C = 3 or 4, e.g. orientation or class channels) is a stack of grey planes.
+            rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+            tifffile.imwrite(tmp, image, photometric="rgb" if rgb else "minisblack")
         elif suffix in RASTER_SUFFIXES:
             import imageio.v3 as iio
 
