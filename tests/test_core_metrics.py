@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from proxscope.metrics import best_threshold_f1, match_points, psnr
+from proxscope.metrics import best_threshold_f1, match_points, pooled_best_threshold, psnr
 
 
 def test_exact_and_within_radius():
@@ -66,3 +66,24 @@ def test_psnr():
     x = ref + 0.1
     assert psnr(x, ref) == pytest.approx(20.0)
     assert psnr(ref, ref) == float("inf")
+
+
+def test_best_f1_is_the_maximum_over_all_thresholds():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 60, size=(40, 2))
+    yx = np.concatenate([truth + rng.integers(-2, 3, size=truth.shape),
+                         rng.integers(0, 60, size=(300, 2))])
+    scores = np.concatenate([rng.uniform(0.3, 1.0, 40), rng.uniform(0.0, 0.8, 300)])
+    exhaustive = max(match_points(yx[scores >= t], truth, 3.0).f1 for t in scores)
+    f1, threshold = best_threshold_f1(yx, scores, truth, 3.0)
+    assert f1 == pytest.approx(exhaustive)
+    assert match_points(yx[scores >= threshold], truth, 3.0).f1 == pytest.approx(f1)
+
+
+def test_pooled_best_threshold_over_images():
+    truth = np.array([[10, 10], [20, 20]])
+    a = (np.array([[10, 10], [20, 21], [40, 40]]), np.array([0.9, 0.6, 0.5]), truth)
+    b = (np.array([[10, 11], [50, 50]]), np.array([0.7, 0.8]), truth)
+    threshold, f1 = pooled_best_threshold([a, b], radius=2)
+    # >= 0.6 keeps 4 detections with 3 TP of 4 cells: F1 = 6/8, the best of all thresholds
+    assert threshold == 0.6 and f1 == pytest.approx(0.75)

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from proxscope.checkpoint import build_model, read_checkpoint, save_checkpoint
+from proxscope.metrics import pooled_best_threshold
 from proxscope.models.spotnet import SpotConvNet, SpotConvNetConfig, SpotNet, crop_kernels
 from proxscope.operators import FFTConv, MultiConv2d
 from proxscope.prox import nonneg_group_soft_threshold
 from proxscope.solvers import apg
 from proxscope.tasks.spots.bench import apg_step
-from proxscope.tasks.spots.evaluate import pooled_threshold, score_image
+from proxscope.tasks.spots.evaluate import score_image
 from proxscope.tasks.spots.predict import detect, prepare_image, profiles
 
 
@@ -97,7 +98,7 @@ def test_score_image_and_pooled_threshold():
     assert r["f1"] == pytest.approx(0.8)
     # keeping all four: 3 TP (distance exactly 3 counts), 1 FP
     assert r["best_f1"] == pytest.approx(6 / 7) and r["best_threshold"] == pytest.approx(1.0)
-    threshold, f1 = pooled_threshold([(yx, scores, truth), (yx[:1], scores[:1], truth[:1])])
+    threshold, f1 = pooled_best_threshold([(yx, scores, truth), (yx[:1], scores[:1], truth[:1])], 3.0)
     assert threshold == pytest.approx(1.0) and f1 == pytest.approx(8 / 9)  # TP 4, FP 1, FN 0
 
 
@@ -114,18 +115,3 @@ def test_prepare_image_scaling_and_errors():
         prepare_image(np.zeros((10, 10)))
     with pytest.raises(UserError, match="NaN"):
         prepare_image(np.full((10, 10), np.nan))
-
-
-def test_best_f1_is_the_maximum_over_all_thresholds():
-    from proxscope.metrics import match_points
-    from proxscope.tasks.spots.evaluate import best_f1
-
-    rng = np.random.default_rng(0)
-    truth = rng.integers(0, 60, size=(40, 2))
-    yx = np.concatenate([truth + rng.integers(-2, 3, size=truth.shape),
-                         rng.integers(0, 60, size=(300, 2))])
-    scores = np.concatenate([rng.uniform(0.3, 1.0, 40), rng.uniform(0.0, 0.8, 300)])
-    exhaustive = max(match_points(yx[scores >= t], truth, 3.0).f1 for t in scores)
-    f1, threshold = best_f1(yx, scores, truth, 3.0)
-    assert f1 == pytest.approx(exhaustive)
-    assert match_points(yx[scores >= threshold], truth, 3.0).f1 == pytest.approx(f1)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
-from .evaluate import RADIUS, pooled_threshold
+from ...metrics import pooled_best_threshold
+from .evaluate import RADIUS
 from .predict import detect, infer
 from .simulate import read_sample
 
@@ -78,7 +79,7 @@ def fixed_threshold(model, samples, device="cpu", radius: float = RADIUS) -> tup
     for image, _, cells in samples:
         yx, scores = detect(infer(model, image, device))
         detections.append((yx, scores, cells))
-    return pooled_threshold(detections, radius)
+    return pooled_best_threshold(detections, radius)
 
 
 def train(
