@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -46,7 +45,7 @@ def machine_info() -> dict[str, Any]:
 
 def write_result(path: str | Path, task: str, quick: bool, results: dict[str, Any]) -> Path:
     """Write ``{"task", "mode", "machine", "results"}`` as JSON (atomically) and return the path."""
-    from .data.io import atomic_path
+    from .data.io import write_json
 
     payload = {
         "task": task,
@@ -54,7 +53,4 @@ def write_result(path: str | Path, task: str, quick: bool, results: dict[str, An
         "machine": machine_info(),
         "results": results,
     }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float))
-    return path
+    return write_json(path, payload)

@@ -40,6 +40,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def write_json(path: str | Path, payload) -> Path:
+    """Write ``payload`` as indented JSON, atomically; returns the path."""
+    import json
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=float))
+    return Path(path)
+
+
 def read_image(path: str | Path, allow_nonfinite: bool = False) -> np.ndarray:
     """Read an image as a NumPy array with its own dtype and shape.
 

@@ -193,7 +193,7 @@ def evaluate(observation, psf, recovered, truth, lam, no_preprocess, out):
     """Objective L(Y, x) of eq. (5) of a recovered stack (and PSNR against a truth) as JSON."""
     import json
 
-    from ...data.io import atomic_path, read_image
+    from ...data.io import read_image, write_json
     from .data import read_psf, read_stack
     from .predict import evaluate_recovery
 
@@ -202,11 +202,9 @@ def evaluate(observation, psf, recovered, truth, lam, no_preprocess, out):
         stack, read_psf(psf), read_image(recovered), lam,
         truth=None if truth is None else read_image(truth), preprocessing=not no_preprocess,
     )
-    text = json.dumps(metrics, indent=2)
     if out:
-        with atomic_path(out) as tmp:
-            Path(tmp).write_text(text)
-    click.echo(text)
+        write_json(out, metrics)
+    click.echo(json.dumps(metrics, indent=2))
 
 
 @click.command()

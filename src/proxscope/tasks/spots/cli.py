@@ -117,13 +117,11 @@ def evaluate(pred, truth, radius, threshold, out):
     from .evaluate import evaluate_files
 
     result = evaluate_files(pred, truth, radius=radius, threshold=threshold)
-    text = json.dumps(result, indent=2)
     if out:
-        from ...data.io import atomic_path
+        from ...data.io import write_json
 
-        with atomic_path(out) as tmp:
-            tmp.write_text(text)
-    click.echo(text)
+        write_json(out, result)
+    click.echo(json.dumps(result, indent=2))
 
 
 @click.command()
