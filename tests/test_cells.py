@@ -217,3 +217,15 @@ def test_soft_threshold_lasso_solution_support_property():
     x = torch.tensor([[0.5, -0.05, 2.0, 0.0, -1.0]], dtype=torch.float64)
     a = SparseRecovery.apply(x, D, 0.1, lasso_solver("none", 5, nonneg=False), "exact")
     assert torch.allclose(a, soft_threshold(x, 0.1))
+
+
+def test_compressed_codes_of_ground_truth_decode_to_centroids():
+    # x = D a (no network) -> lasso recovery (CNNCS path) -> back-projection -> mean shift
+    model = CNNCS(CNNCSConfig(variant="cnncs", n_iter=300))
+    points = [p for _, p in simulate(4, 64, seed=8)]
+    a = encode_patches(model.lines, points)
+    a_hat = model.recover(model.encode(a))
+    c = model.config
+    for (pred, _), truth in zip(decode(model.lines, a_hat, c.code_threshold, 0.75, c.bandwidth),
+                                points, strict=True):
+        assert match_points(pred, truth, 2.0).f1 == 1.0
