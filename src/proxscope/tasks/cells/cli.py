@@ -106,14 +106,13 @@ def predict(image, model_name, out, device):
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON here (else stdout).")
 def evaluate(pred, truth, radius, out):
     """Precision / recall / F1 with one-to-one matching within RADIUS pixels."""
-    from ...data.io import atomic_path
+    from ...data.io import write_json
     from .evaluate import evaluate as run
 
-    text = json.dumps(run(pred, truth, radius), indent=2)
+    result = run(pred, truth, radius)
     if out:
-        with atomic_path(out) as tmp:
-            tmp.write_text(text)
-    click.echo(text)
+        write_json(out, result)
+    click.echo(json.dumps(result, indent=2))
 
 
 @click.command()
