@@ -9,9 +9,9 @@ on validation images. Timing: TVSoftmax with 1 iteration vs softmax (the layer a
 whole UNet training step, measured interleaved in the same run) and the per-iteration cost at
 evaluation.
 
-Modes: quick (about 10 minutes on 2 cores: 24 training / 12 test images of 96², 300 Adam
-steps on 64² crops) and full (60 training / 40 test images as in the seed, 160², 1500 steps on 96² crops;
-the seed used 300² images and 20k SGD steps on a GPU).
+Modes: quick (3-10 minutes on 2 shared cores: 24 training / 12 test images of 96², 300 Adam
+steps on 64² crops) and full (about 30 minutes: 60 training / 40 test images as in the seed,
+160², 1500 steps on 96² crops; the seed used 300² images and 20k SGD steps on a GPU).
 """
 
 from __future__ import annotations

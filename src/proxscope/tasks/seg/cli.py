@@ -161,7 +161,7 @@ def evaluate(pred, truth, out, quiet):
 
 
 @click.command(name="seg")
-@click.option("--quick", is_flag=True, help="Small protocol (about 10 minutes on 2 cores).")
+@click.option("--quick", is_flag=True, help="Small protocol (3-10 minutes on 2 cores; full: ~30).")
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default=None)
