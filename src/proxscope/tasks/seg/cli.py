@@ -150,13 +150,12 @@ def evaluate(pred, truth, out, quiet):
     Example:
       proxscope seg evaluate --pred mask.tif --truth data/wbc/masks/sim_000.tif
     """
-    from ...data.io import atomic_path
+    from ...data.io import write_json
     from .evaluate import evaluate_paths
 
     report = evaluate_paths(pred, truth)
     if out is not None:
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+        write_json(out, report)
     _echo_json(report, quiet)
 
 
