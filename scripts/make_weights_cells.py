@@ -3,9 +3,10 @@
     python scripts/make_weights_cells.py [--out src/proxscope/weights/cnncs.safetensors]
 
 12 training images (seed 101) and 3 validation images (seed 102) of 256² from
-``proxscope.sim.cells``; default model config except alpha = 1 (alpha = 0.2 gave validation
-F1 0.732 against 0.803 here); 100 epochs of 64² patches, batch 16, Adam 2e-3,
-seed 0. The vote threshold is calibrated on the validation images.
+``proxscope.sim.cells``; the default model config (30 FISTA iterations in the recovery, D at
+0.1 × the CNN's learning rate, alpha = 0.2, ±1-bin decoding; alpha = 1 trained markedly worse
+in the quick benchmark, see benchmarks/cells.md); 100 epochs of 64² patches, batch 16, Adam
+2e-3, seed 0. The vote threshold is calibrated on the validation images.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     _, extra = train(
-        dataset(12, 101), args.out, CNNCSConfig(variant="ecnncs2", alpha=1.0), epochs=args.epochs, seed=0,
+        dataset(12, 101), args.out, CNNCSConfig(variant="ecnncs2"), epochs=args.epochs, seed=0,
         device="cpu", quiet=True, val_data=dataset(3, 102),
     )
     print(f"{args.out}: steps {extra['steps']}, validation F1 {extra['val_f1']:.3f}, "

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from proxscope.layers.sparse_recovery import SparseRecovery, lasso_solver, sparse_recovery
+from proxscope.layers.sparse_recovery import (
+    SparseRecovery,
+    lasso_solver,
+    lasso_step,
+    sparse_recovery,
+)
 from proxscope.metrics import match_points
 from proxscope.models.cnncs import CNNCS, CNNCSConfig
 from proxscope.operators.lines import LineProjection
 from proxscope.operators.matrix import MatrixOperator
 from proxscope.prox import nonneg_soft_threshold, soft_threshold
 from proxscope.sim.cells import CellSimConfig, simulate
-from proxscope.solvers import fista, ista
+from proxscope.solvers import fista, ista, proximal_gradient
 from proxscope.tasks.cells.codec import decode, encode_patches
 from proxscope.tasks.cells.train import _augment
 
@@ -151,13 +157,28 @@ def test_sparse_recovery_forward_equals_solver_and_shapes():
     assert torch.allclose(a.reshape(-1, model.n_bins), ref, atol=1e-6)
 
 
-def test_ecnncs1_lista_at_init_equals_ista():
-    c = CNNCSConfig(variant="ecnncs1", patch=16, n_lines=2, m=12, lista_layers=7, lam=0.05)
-    model = CNNCS(c)
+@pytest.mark.parametrize("momentum", ["none", "fista"])
+def test_recovery_at_init_is_the_same_solver_for_every_variant(momentum):
+    # ECNNCS-1's LISTA starts as exactly the solver that CNNCS and ECNNCS-2 use (same D, lam)
+    c = CNNCSConfig(patch=16, n_lines=2, m=12, n_iter=7, lam=0.05, momentum=momentum)
     codes = torch.randn(3, 2, 12)
-    ref = ista(MatrixOperator(model.D.detach()), codes.reshape(-1, 12), 0.05,
-               nonneg_soft_threshold, n_iter=7, tol=0.0, track=False).x
-    assert torch.allclose(model.recover(codes).reshape(-1, model.n_bins), ref, atol=1e-6)
+    models = [CNNCS(dataclasses.replace(c, variant=v)) for v in ("cnncs", "ecnncs1", "ecnncs2")]
+    ref = proximal_gradient(MatrixOperator(models[0].D.detach()), codes.reshape(-1, 12), 0.05,
+                            nonneg_soft_threshold, n_iter=7, tol=0.0, momentum=momentum,
+                            step=lasso_step(models[0].D), track=False).x
+    for model in models:
+        assert torch.allclose(model.recover(codes).reshape(-1, model.n_bins), ref, atol=1e-6)
+
+
+def test_recovery_parameters_get_their_own_learning_rate():
+    for variant, n_recovery in (("cnncs", 0), ("ecnncs1", 4 + 2), ("ecnncs2", 1)):
+        model = CNNCS(CNNCSConfig(variant=variant, patch=16, n_lines=2, m=8, n_iter=4,
+                                  recovery_lr=0.1))
+        groups = model.param_groups(1e-3)
+        assert [g["lr"] for g in groups] == [1e-3, 1e-4][: len(groups)]
+        assert sum(len(g["params"]) for g in groups[1:]) == n_recovery
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        assert sum(len(g["params"]) for g in groups) == len(trainable)
 
 
 @pytest.mark.parametrize("variant", ["cnncs", "ecnncs1", "ecnncs2"])

@@ -4,7 +4,7 @@ Forward: any solver of the lasso (seed eq. 4)
 
     â = argmin_a 0.5·||D a − x̂||² + lam·||a||_1        (or with a >= 0: nonneg prox)
 
-e.g. ISTA/FISTA from :mod:`proxscope.solvers`, a LISTA network, OMP, or a non-differentiable
+e.g. ISTA/FISTA (:func:`unrolled_lasso`, the default), a LISTA network, OMP, or a non-differentiable
 routine. It runs without building an autograd graph. Backward, with p = {i : â_i ≠ 0} per
 sample, g = δâ restricted to p (zero elsewhere), r = x̂ − D â:
 
@@ -29,7 +29,7 @@ import torch
 
 from ..operators.matrix import MatrixOperator
 from ..prox import nonneg_soft_threshold, soft_threshold
-from ..solvers import proximal_gradient
+from .unrolled import UnrolledProximalGradient, momentum_schedule
 
 Solver = Callable[[MatrixOperator, torch.Tensor, float], torch.Tensor]
 RULES = ("exact", "batch")
@@ -47,21 +47,40 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def lasso_solver(
-    momentum: str = "none", n_iter: int = 50, tol: float = 0.0, nonneg: bool = True
-) -> Solver:
-    """A forward solver ``solver(op, x, lam) -> a``: ISTA (momentum 'none') or FISTA ('fista')
-    from the core, ``n_iter`` iterations with step 1/||D||² (||D|| from an SVD of the small
-    matrix), nonneg or plain soft threshold; runs on one thread (see :func:`single_thread`)."""
-    prox = nonneg_soft_threshold if nonneg else soft_threshold
+def lasso_step(D: torch.Tensor) -> float:
+    """1/||D||² (spectral norm from an SVD of the small matrix): the ISTA/FISTA step."""
+    return 1.0 / float(torch.linalg.matrix_norm(D.detach(), 2) ** 2)
+
+
+def unrolled_lasso(
+    D: torch.Tensor, lam: float, n_iter: int, momentum: str = "fista", nonneg: bool = True
+) -> UnrolledProximalGradient:
+    """``n_iter`` iterations of ISTA (momentum 'none') or FISTA ('fista') on the lasso (4) with
+    sensing matrix ``D`` (m, n), as an unrolled network with one shared operator: step
+    :func:`lasso_step`, threshold lam·step, nonneg or plain soft
+    threshold. It is the bare iteration of :func:`proxscope.solvers.proximal_gradient` (no
+    per-iteration convergence test or history), so it is also the lean forward solver of
+    :class:`SparseRecovery`; with ``copy.deepcopy`` of the operator per layer it is the
+    initialisation of a LISTA network."""
+    step = lasso_step(D)
+    op = MatrixOperator(D.detach())
+    return UnrolledProximalGradient(
+        [op] * n_iter,
+        [step] * n_iter,
+        [lam * step] * n_iter,
+        momentum_schedule(momentum, n_iter),
+        prox=nonneg_soft_threshold if nonneg else soft_threshold,
+    )
+
+
+def lasso_solver(momentum: str = "fista", n_iter: int = 30, nonneg: bool = True) -> Solver:
+    """A forward solver ``solver(op, x, lam) -> a``: :func:`unrolled_lasso` on ``op.matrix``
+    (ISTA or FISTA, ``n_iter`` iterations), run without autograd on one thread (see
+    :func:`single_thread`)."""
 
     def solve(op: MatrixOperator, x: torch.Tensor, lam: float) -> torch.Tensor:
-        with single_thread():
-            step = 1.0 / float(torch.linalg.matrix_norm(op.matrix, 2) ** 2)
-            return proximal_gradient(
-                op, x, lam, prox, n_iter=n_iter, tol=tol, step=step, momentum=momentum,
-                track=False,
-            ).x
+        with single_thread(), torch.no_grad():
+            return unrolled_lasso(op.matrix, lam, n_iter, momentum, nonneg)(x)
 
     return solve
 
@@ -119,7 +138,7 @@ def sparse_recovery(
 ) -> torch.Tensor:
     """Functional form of :class:`SparseRecovery`: x (..., m) -> â (..., n).
 
-    solver: default 50 ISTA iterations with the non-negative soft threshold.
+    solver: default :func:`lasso_solver` (30 FISTA iterations, non-negative soft threshold).
     """
     solver = solver or lasso_solver()
     lead = x.shape[:-1]

@@ -14,12 +14,16 @@ feature map to the L·m codes would have to learn the random columns of D for ev
 position; it does not train from scratch in CPU minutes and would not fit the 1 MB bundled-weight
 budget. The codes, the loss (3), the recovery layer and the decoding are the seed's.
 
-Variants (Sec. 4.1):
-    cnncs    fixed D, L2 loss only; recovery (FISTA) at inference only.
-    ecnncs1  loss eq. (3); recovery by a LISTA network (unrolled ISTA with learned per-layer
-             matrices, initialised as ISTA on D) differentiated by autograd.
-    ecnncs2  loss eq. (3); recovery by ISTA inside :class:`SparseRecovery` with the batch
-             backward rules (8)-(9); D is learned.
+Variants (Sec. 4.1). All three recover with the same solver at initialisation: ``n_iter``
+iterations of FISTA (``momentum``) on D with ``lam``; they differ in how they train.
+    cnncs    fixed D, L2 loss only; recovery at inference only.
+    ecnncs1  loss eq. (3); recovery by a LISTA network (the solver unrolled, with learned
+             per-layer matrices, steps and thresholds) differentiated by autograd.
+    ecnncs2  loss eq. (3); the solver inside :class:`SparseRecovery` with the batch backward
+             rules (8)-(9); D is learned.
+The recovery parameters (LISTA's, D) train with ``recovery_lr`` times the CNN's learning rate:
+they start at a solver that is already right, and Adam's steps of ~lr per entry are large
+against entries of size 1/sqrt(m) and thresholds of size lam/||D||².
 
 Seed: cnncs-cell-detection-compressed-sensing.txt eqs. (1)-(4) (encoding and lasso), eq. (3)
 (loss), Sec. 4.1 (variants, multi-task label {x, β c}), eqs. (8)-(9) (ECNNCS-2 backward).
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers.sparse_recovery import lasso_solver, sparse_recovery
+from ..layers.sparse_recovery import lasso_solver, lasso_step, sparse_recovery
 from ..layers.unrolled import UnrolledProximalGradient
 from ..operators.lines import LineProjection
 from ..operators.matrix import MatrixOperator
@@ -47,10 +51,11 @@ VARIANTS = ("cnncs", "ecnncs1", "ecnncs2")
 class CNNCSConfig:
     """variant: 'cnncs' | 'ecnncs1' | 'ecnncs2'; patch: square input side (multiple of 8);
     n_lines (L), m: code length per line; width: CNN channels of the first stage; lam: lasso
-    weight; alpha: weight of the L1 term of eq. (3); beta: count label scale; n_iter: ISTA
-    iterations (ECNNCS-2) / FISTA iterations (CNNCS) of the recovery; lista_layers: T of
-    ECNNCS-1; seed: draws D. Decoding: bandwidth (mean shift, pixels), vote_threshold
-    (fraction of lines that must agree), code_threshold (minimum recovered count)."""
+    weight; alpha: weight of the L1 term of eq. (3); beta: count label scale; momentum, n_iter:
+    recovery solver ('fista' or 'none' = ISTA) and its iterations (= LISTA layers of ECNNCS-1);
+    recovery_lr: learning-rate factor of the recovery parameters; seed: draws D. Decoding:
+    bandwidth (mean shift, pixels), vote_threshold (fraction of lines that must agree),
+    code_threshold (minimum recovered count)."""
 
     variant: str = "ecnncs2"
     in_channels: int = 1
@@ -61,12 +66,13 @@ class CNNCSConfig:
     lam: float = 0.1
     alpha: float = 0.2
     beta: float = 0.2
-    n_iter: int = 50
-    lista_layers: int = 10
+    momentum: str = "fista"
+    n_iter: int = 30
+    recovery_lr: float = 0.1
     seed: int = 0
     bandwidth: float = 4.0
     vote_threshold: float = 0.6
-    code_threshold: float = 0.3
+    code_threshold: float = 0.15
 
 
 class ResidualBlock(nn.Module):
@@ -124,7 +130,8 @@ class CNNCS(ConfigModule):
         nn.init.constant_(self.density[3].bias, -7.0)  # start near an empty map (softplus ≈ 1e-3)
         if c.variant == "ecnncs1":
             self.lista = UnrolledProximalGradient.from_solver(
-                MatrixOperator(D), c.lam, c.lista_layers, in_shape=(n,), prox=nonneg_soft_threshold
+                MatrixOperator(D), c.lam, c.n_iter, step=lasso_step(D),
+                prox=nonneg_soft_threshold, momentum=c.momentum,
             )
 
     @property
@@ -159,10 +166,23 @@ class CNNCS(ConfigModule):
         if c.variant == "ecnncs1":
             flat = codes.reshape(-1, c.m)
             return self.lista(flat).reshape(*codes.shape[:-1], self.n_bins)
+        solver = lasso_solver(c.momentum, c.n_iter)
         if c.variant == "ecnncs2":
-            return sparse_recovery(codes, self.D, c.lam, lasso_solver("none", c.n_iter), "batch")
+            return sparse_recovery(codes, self.D, c.lam, solver, "batch")
         with torch.no_grad():
-            return sparse_recovery(codes, self.D, c.lam, lasso_solver("fista", c.n_iter), "batch")
+            return sparse_recovery(codes, self.D, c.lam, solver, "batch")
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer groups: the CNN at ``lr``, the recovery parameters (ECNNCS-1's LISTA,
+        ECNNCS-2's D) at ``recovery_lr · lr``."""
+        recovery = [p for p in (self.lista.parameters() if hasattr(self, "lista") else [self.D])
+                    if p.requires_grad]
+        ids = {id(p) for p in recovery}
+        cnn = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [{"params": cnn, "lr": lr}]
+        if recovery:
+            groups.append({"params": recovery, "lr": self.config.recovery_lr * lr})
+        return groups
 
     def loss(self, image: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Loss eq. (3) with the multi-task label {x, β c}, averaged over the batch:

@@ -9,7 +9,7 @@
    the forward and of the backward pass (medians of repeats, same process, same inputs) and the
    bytes autograd keeps for the backward (saved tensors), for several T.
 
-Quick mode: 8 training / 3 validation / 6 test images of 256², 60 epochs per variant.
+Quick mode: 8 training / 3 validation / 20 test images of 256², 60 epochs per variant.
 Full mode: 24 / 6 / 20 images, 200 epochs per variant.
 """
 
@@ -141,7 +141,7 @@ def backward_speed(n_iters=(25, 50, 100, 200), repeats: int = 5, seed: int = 0) 
 
 def run(json_path, quick: bool = True, seed: int = 0, device=None, quiet: bool = False) -> dict:
     """Run the benchmark and write ``json_path``; returns the results."""
-    n_train, n_val, n_test, epochs = (8, 3, 6, 60) if quick else (24, 6, 20, 200)
+    n_train, n_val, n_test, epochs = (8, 3, 20, 60) if quick else (24, 6, 20, 200)
     train_data = _dataset(n_train, seed * 10 + 1)
     val_data = _dataset(n_val, seed * 10 + 2)
     test_data = _dataset(n_test, seed * 10 + 3)

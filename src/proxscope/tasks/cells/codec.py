@@ -1,8 +1,9 @@
 """Encode annotated centroids as line labels; decode recovered line codes into detections.
 
-Decoding (seed Sec. 4.3): the recovered projections â (B, L, n) are thresholded at
-``code_threshold`` (clamped to [0, 1], a soft count), widened by ±1 bin (the 1-pixel bins of
-sub-pixel centroids), and back-projected into the image plane with the adjoint of
+Decoding (seed Sec. 4.3): the recovered projections â (B, L, n) are summed over ±1 bin (a
+regressed centroid spreads its count over neighbouring 1-pixel bins; thresholding single bins
+loses those cells), thresholded at ``code_threshold`` (clamped to [0, 1], a soft count), and
+back-projected into the image plane with the adjoint of
 :class:`~proxscope.operators.lines.LineProjection`. Dividing by L gives a vote map: the fraction
 of lines whose detections pass through a pixel. Pixels where at least ``vote_threshold`` of the
 lines agree are candidate points; scikit-learn's MeanShift with ``bandwidth`` (pixels) clusters
@@ -30,9 +31,9 @@ def encode_patches(lines: LineProjection, points: list[np.ndarray]) -> torch.Ten
 
 def vote_map(lines: LineProjection, a_hat: torch.Tensor, code_threshold: float) -> torch.Tensor:
     """Recovered projections (B, L, n) -> vote map (B, h, w) in [0, 1]."""
-    soft = torch.where(a_hat >= code_threshold, a_hat.clamp(0, 1), torch.zeros_like(a_hat))
-    widened = torch.nn.functional.max_pool1d(soft, 3, stride=1, padding=1)
-    return lines.adjoint(widened) / lines.n_lines
+    summed = 3 * torch.nn.functional.avg_pool1d(a_hat, 3, stride=1, padding=1)
+    soft = torch.where(summed >= code_threshold, summed.clamp(0, 1), torch.zeros_like(summed))
+    return lines.adjoint(soft) / lines.n_lines
 
 
 def cluster_votes(

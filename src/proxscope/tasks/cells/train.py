@@ -177,6 +177,7 @@ def train(
         train_config,
         out,
         validate=validate,
+        param_groups=model.param_groups(lr),
         extra=extra,
     )
     trainer.fit(resume=resume)
