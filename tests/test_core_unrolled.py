@@ -45,6 +45,41 @@ def test_layers_own_their_parameters_and_gradients_flow():
     assert not net.momentum.requires_grad
 
 
+def test_zero_start_shortcut_equals_general_step_with_gradients():
+    """forward() skips A·0 in layer 1 when x0 is None; it must match x0 = 0 through the
+    general step, values and gradients (learned momentum included)."""
+    gen = torch.Generator().manual_seed(3)
+    op = MultiConv2d(torch.rand(4, 3, 3, generator=gen))
+    prox = functools.partial(nonneg_group_soft_threshold, dim=1)
+    net = UnrolledProximalGradient.from_solver(op, 0.05, 3, in_shape=(4, 10, 10), prox=prox,
+                                               momentum="nesterov", learn_momentum=True)
+    y = torch.rand(2, 1, 10, 10, generator=gen)
+    grads = []
+    for x0 in (None, torch.zeros(2, 4, 10, 10)):
+        net.zero_grad()
+        out = net(y, x0=x0)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+        if x0 is None:
+            shortcut = out.detach()
+    assert torch.allclose(shortcut, out.detach(), atol=1e-6)
+    assert shortcut.abs().sum() > 0
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_share_op_uses_one_fixed_operator():
+    gen = torch.Generator().manual_seed(4)
+    op = MatrixOperator(torch.randn(12, 30, generator=gen))
+    y = torch.randn(3, 12, generator=gen)
+    shared = UnrolledProximalGradient.from_solver(op, 0.1, 6, in_shape=(30,), share_op=True,
+                                                  momentum="fista")
+    copied = UnrolledProximalGradient.from_solver(op, 0.1, 6, in_shape=(30,), momentum="fista")
+    assert all(layer_op is op for layer_op in shared.ops)
+    assert not op.matrix.requires_grad
+    assert torch.allclose(shared(y), copied(y), atol=1e-6)
+
+
 def test_partial_depth_runs_first_layers():
     op = MatrixOperator(torch.randn(10, 30))
     net = UnrolledProximalGradient.from_solver(op, 0.1, 5, in_shape=(30,))

@@ -29,7 +29,7 @@ import torch
 
 from ..operators.matrix import MatrixOperator
 from ..prox import nonneg_soft_threshold, soft_threshold
-from .unrolled import UnrolledProximalGradient, momentum_schedule
+from .unrolled import UnrolledProximalGradient
 
 Solver = Callable[[MatrixOperator, torch.Tensor, float], torch.Tensor]
 RULES = ("exact", "batch")
@@ -62,14 +62,9 @@ def unrolled_lasso(
     per-iteration convergence test or history), so it is also the lean forward solver of
     :class:`SparseRecovery`; with ``copy.deepcopy`` of the operator per layer it is the
     initialisation of a LISTA network."""
-    step = lasso_step(D)
-    op = MatrixOperator(D.detach())
-    return UnrolledProximalGradient(
-        [op] * n_iter,
-        [step] * n_iter,
-        [lam * step] * n_iter,
-        momentum_schedule(momentum, n_iter),
-        prox=nonneg_soft_threshold if nonneg else soft_threshold,
+    return UnrolledProximalGradient.from_solver(
+        MatrixOperator(D.detach()), lam, n_iter, step=lasso_step(D), momentum=momentum,
+        prox=nonneg_soft_threshold if nonneg else soft_threshold, share_op=True,
     )
 
 

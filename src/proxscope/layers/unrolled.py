@@ -89,20 +89,28 @@ class UnrolledProximalGradient(nn.Module):
         prox: Callable = soft_threshold,
         momentum: str = "none",
         learn_op: bool = True,
+        share_op: bool = False,
         **kwargs,
     ) -> UnrolledProximalGradient:
         """Exactly ``n_layers`` iterations of ISTA ('none'), FISTA ('fista') or APG ('nesterov')
-        with constant step ``step`` (default 1/||A||², which needs ``in_shape``)."""
+        with constant step ``step`` (default 1/||A||², which needs ``in_shape``).
+
+        Each layer gets its own deep copy of ``op`` (trainable when ``learn_op``); with
+        ``share_op`` all layers use ``op`` itself, unchanged (a fixed-operator solver: no copies,
+        which matters when the network is rebuilt on every call)."""
         if step is None:
             if in_shape is None:
                 raise ValueError("from_solver needs in_shape (to compute 1/L) or an explicit step")
             step = 1.0 / op.lipschitz(in_shape)
-        ops = []
-        for _ in range(n_layers):
-            layer_op = copy.deepcopy(op)
-            for p in layer_op.parameters():
-                p.requires_grad_(learn_op)
-            ops.append(layer_op)
+        if share_op:
+            ops = [op] * n_layers
+        else:
+            ops = []
+            for _ in range(n_layers):
+                layer_op = copy.deepcopy(op)
+                for p in layer_op.parameters():
+                    p.requires_grad_(learn_op)
+                ops.append(layer_op)
         return cls(
             ops,
             [step] * n_layers,
@@ -115,7 +123,8 @@ class UnrolledProximalGradient(nn.Module):
     def layer(self, m: int, x_prev: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x_m from z_{m−1} (the proximal gradient step of layer m, 0-based)."""
         op = self.ops[m]
-        return self.prox(z - self.step[m] * op.adjoint(op(z) - y), self.threshold[m])
+        return self.prox(torch.addcmul(z, self.step[m], op.adjoint(op(z) - y), value=-1),
+                         self.threshold[m])
 
     def forward(
         self, y: torch.Tensor, n_layers: int | None = None, x0: torch.Tensor | None = None
@@ -123,10 +132,16 @@ class UnrolledProximalGradient(nn.Module):
         """y (B, *out_shape) -> x (B, *in_shape). ``n_layers`` runs only the first layers
         (layer-wise training)."""
         n_layers = self.n_layers if n_layers is None else n_layers
-        x = torch.zeros_like(self.ops[0].adjoint(y)) if x0 is None else x0
-        z = x
-        for m in range(n_layers):
+        if x0 is None and n_layers > 0 and type(self).layer is UnrolledProximalGradient.layer:
+            # x_0 = z_0 = 0: layer 1 is prox(η_1 A_1^T y, θ_1), z_1 = (1 + β_1) x_1 (the same
+            # numbers as the general step, without A_1 0 and a throwaway adjoint for the shape).
+            x = self.prox(self.step[0] * self.ops[0].adjoint(y), self.threshold[0])
+            z, first = (1 + self.momentum[0]) * x, 1
+        else:
+            x = torch.zeros_like(self.ops[0].adjoint(y)) if x0 is None else x0
+            z, first = x, 0
+        for m in range(first, n_layers):
             x_new = self.layer(m, x, z, y)
-            z = x_new + self.momentum[m] * (x_new - x)
+            z = torch.lerp(x, x_new, 1 + self.momentum[m])  # x_new + β_m (x_new − x)
             x = x_new
         return self.output(x) if self.output is not None else x

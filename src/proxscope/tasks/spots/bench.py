@@ -25,7 +25,7 @@ GROUPS = (250, 750, 1250)
 TEST_SEED = 5000
 TRAIN_SEED = 2000
 FULL_STEPS = 20000
-APG_ITER = {"quick": 40, "full": 10000}
+APG_ITER = {"quick": 200, "full": 10000}
 APG_LAM = 10.0  # image units (0..255); chosen on a validation image, see benchmarks/spots.md
 
 
@@ -172,7 +172,7 @@ def run_bench(quick: bool, json_path, seed: int = 0, quiet: bool = False) -> Pat
 
     # APG on the first 1250-cell test image, scored along the way.
     n_iter = APG_ITER[mode]
-    score_at = sorted({int(v) for v in np.unique(np.geomspace(10, n_iter, 8).round())})
+    score_at = sorted({int(v) for v in np.unique(np.geomspace(10, n_iter, 16).round())})
     full_kernels = observation_kernels(kernels, make_blur(base)).astype(np.float32)
 
     def score_fn(x):
