@@ -5,7 +5,10 @@ training, 3 for validation, as in the SpotNet paper Sec. 4) and trains each mode
 128×128 crops with Adam (batch 1), keeping the best validation model.
 
     python scripts/make_weights_spots.py [--models spotnet,convnet] [--steps-spotnet N]
-        [--steps-convnet N] [--data DIR]
+        [--steps-convnet N] [--data DIR] [--calibrate-only]
+
+--calibrate-only keeps the weights and only refits the detection threshold on the 3 validation
+images (after a change of the detection rule).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from proxscope.sim.fluorospot import FluoroSpotConfig
 from proxscope.tasks.spots.simulate import simulate_dirs
-from proxscope.tasks.spots.train import DEFAULT_LR, train
+from proxscope.tasks.spots.train import DEFAULT_LR, calibrate, load_set, train
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "src" / "proxscope" / "weights"
 SEEDS = list(range(1000, 1010))
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="keep the simulated data here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS)
+    parser.add_argument("--calibrate-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -40,6 +44,11 @@ def main() -> None:
         folders = simulate_dirs(FluoroSpotConfig(), SEEDS, root)
         steps_of = {"spotnet": args.steps_spotnet, "convnet": args.steps_convnet}
         for name in args.models.split(","):
+            if args.calibrate_only:
+                threshold, val_f1 = calibrate(args.out_dir / f"{name}.safetensors",
+                                              load_set(folders[7:]))
+                print(json.dumps({name: {"threshold": threshold, "val_f1": val_f1}}))
+                continue
             steps = steps_of[name]
             summary = train(
                 name, folders[:7], args.out_dir / f"{name}.safetensors", val=folders[7:],

@@ -80,13 +80,29 @@ def test_detect_and_profiles_hand_made():
     maps[:, 2, 3] = [3.0, 0.0, 0.0]  # mean 1
     maps[:, 2, 4] = [0.5, 0.5, 0.5]  # neighbour with a lower mean: not a peak
     maps[:, 7, 9] = [0.0, 6.0, 3.0]  # mean 3
-    yx, scores = detect(maps)
+    yx, scores = detect(maps, sigma=0)  # the plain temporal mean (seed Sec. 4)
     assert yx[0].tolist() == [7, 9] and scores[0] == pytest.approx(3.0)
     assert yx.tolist() == [[7, 9], [2, 3]]
-    yx2, _ = detect(maps, min_score=2.0)
+    yx2, _ = detect(maps, min_score=2.0, sigma=0)
     assert yx2.tolist() == [[7, 9]]
     per_cell = profiles(maps, np.array([[2, 3], [7, 9]]))
     np.testing.assert_allclose(per_cell, [[3.5, 0.5, 0.5], [0.0, 6.0, 3.0]])
+
+
+def test_log_detection_splits_blobs_the_mean_merges():
+    """Two Gaussian blobs (sigma 2 px) 4 px apart: one maximum of the mean, two of the LoG map
+    (sigma 1), at the right places; far apart, both rules find the same two cells."""
+    yy, xx = np.mgrid[:21, :21]
+
+    def blob(x0):
+        return np.exp(-((yy - 10) ** 2 + (xx - x0) ** 2) / (2 * 2.0**2))
+
+    close = np.stack([blob(8) + blob(12)] * 3).astype(np.float32)
+    assert len(detect(close, sigma=0)[0]) == 1
+    yx, scores = detect(close, sigma=1.0)
+    assert sorted(yx.tolist()) == [[10, 8], [10, 12]] and (scores > 0).all()
+    far = np.stack([blob(4) + blob(16)] * 3).astype(np.float32)
+    assert sorted(detect(far, sigma=0)[0].tolist()) == sorted(detect(far, sigma=1.0)[0].tolist())
 
 
 def test_score_image_and_pooled_threshold():

@@ -17,7 +17,7 @@ import numpy as np
 from ...errors import UserError
 from ...metrics import pooled_best_threshold
 from .evaluate import RADIUS
-from .predict import detect, infer
+from .predict import DETECT_SIGMA, detect, infer
 from .simulate import read_sample
 
 MODELS = ("spotnet", "convnet")
@@ -82,6 +82,21 @@ def fixed_threshold(model, samples, device="cpu", radius: float = RADIUS) -> tup
     return pooled_best_threshold(detections, radius)
 
 
+def calibrate(checkpoint: str | Path, samples, device="cpu") -> tuple[float, float]:
+    """Fix the detection threshold of a trained ``checkpoint`` on validation ``samples``
+    (:func:`load_set`) and store it in the checkpoint (extra ``threshold``, ``val_f1``,
+    ``radius``, ``detect_sigma``) -> (threshold, validation F1)."""
+    from ...checkpoint import save_checkpoint
+    from ...models import load
+
+    model, extra = load(checkpoint, device=device)
+    threshold, val_f1 = fixed_threshold(model, samples, device)
+    extra |= {"threshold": threshold, "val_f1": val_f1, "radius": RADIUS,
+              "detect_sigma": DETECT_SIGMA}
+    save_checkpoint(checkpoint, model, extra=extra)
+    return threshold, val_f1
+
+
 def train(
     name: str,
     data,
@@ -140,10 +155,7 @@ def train(
                "crop": crop},
     )
     history = trainer.fit(resume=resume)
-    best, extra = load(out, device=dev)
-    threshold, val_f1 = fixed_threshold(best, val_set, dev)
-    extra |= {"threshold": threshold, "val_f1": val_f1, "radius": RADIUS}
-    save_checkpoint(out, best, extra=extra)
+    threshold, val_f1 = calibrate(out, val_set, dev)
     vals = [h["val"] for h in history if "val" in h]
     return {"out": str(out), "steps": trainer.step, "best_val_loss": min(vals) if vals else None,
             "threshold": threshold, "val_f1": val_f1}
