@@ -231,7 +231,8 @@ def demo(out_dir: Path, quiet: bool = False) -> dict:
         start = time.perf_counter()
         out = infer(model, sample.image)
         seconds = time.perf_counter() - start
-        yx, scores = detect(out, min_score=float(extra["threshold"]))
+        yx, scores = detect(out, min_score=float(extra["threshold"]),
+                            sigma=float(extra.get("detect_sigma", 0.0)))
         match = match_points(yx, sample.cells_yx, RADIUS)
         metrics |= {f"{name} F1 (r=3 px)": round(match.f1, 4),
                     f"{name} precision": round(match.precision, 4),

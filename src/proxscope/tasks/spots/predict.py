@@ -3,10 +3,11 @@
 Detection (Seed: spotnet-fluorospot-learned-iterations.txt Sec. 4): local maxima of the temporal
 mean of the K output maps (scikit-image ``peak_local_max``, 3×3 neighbourhood), score = the peak
 value. Unlike the seed, the mean is first sharpened by a Laplacian-of-Gaussian filter (sigma 1
-px): the learned maps are blurry and crowded cells otherwise merge into one peak. Cells with score >= threshold are kept; the model's threshold is fixed on validation
-images at training time (checkpoint extra ``threshold``). A cell's secretion profile is the sum
-of each output map over the 3×3 neighbourhood of its peak (target units: the network output
-spreads a cell over a few pixels).
+px): the learned maps are blurry and crowded cells otherwise merge into one peak. Cells with
+score >= threshold are kept; the model's threshold is fixed on validation images at training
+time (checkpoint extra ``threshold``, with the ``detect_sigma`` it was fitted for). A cell's
+secretion profile is the sum of each output map over the 3×3 neighbourhood of its peak (target
+units: the network output spreads a cell over a few pixels).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def predict_to_dir(
         raise UserError(f"{model_name}: not a spots model ({type(model).__name__})")
     threshold = float(extra.get("threshold", 0.0)) if threshold is None else threshold
     secretion = infer(model, image, dev)
-    yx, scores = detect(secretion, min_score=threshold)
+    # Checkpoints without ``detect_sigma`` had their threshold fitted on the plain mean.
+    yx, scores = detect(secretion, min_score=threshold, sigma=float(extra.get("detect_sigma", 0.0)))
     per_cell = profiles(secretion, yx)
     out = Path(out)
     columns = {"score": scores} | {f"x_{k}": per_cell[:, k] for k in range(per_cell.shape[1])}

@@ -116,8 +116,6 @@ def train(
     to ``out`` (resumable through ``out``.resume) and returns a summary."""
     import torch
 
-    from ...checkpoint import save_checkpoint
-    from ...models import load
     from ...models.spotnet import secretion_loss
     from ...train.trainer import TrainConfig, Trainer
     from ...utils import resolve_device
