@@ -2,12 +2,12 @@
 
 Data: 6 simulated 160×160 stacks (seeds 100..105) with the simulator's default PSF (Airy, 32×32,
 18 channels), preprocessed and normalised as ``proxscope spod predict`` does; Algorithm 1 with
-LST (alpha 0.1), M = 10, λ = 0.1, unsupervised loss (eq. 9), 64-px crops, 300 Adam steps per
-optimizer (the seed: 2500; 45 min on 1 thread of a 2-core CPU), relative learning rate
+LST (alpha 0.1), M = 10, λ = 0.1, unsupervised loss (eq. 9), 64-px crops, 500 Adam steps per
+optimizer (the seed: 2500; 66 min on 1 thread of a 2-core CPU), relative learning rate
 0.05 and γ = 1 (no shrink): with a 40-step CPU schedule the seed's γ = 0.3 made the test
 objective worse than the untrained net (see benchmarks/spod.md).
 
-    .venv/bin/python scripts/make_weights_spod.py [--steps 300] [--out PATH]
+    .venv/bin/python scripts/make_weights_spod.py [--steps 500] [--out PATH]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def training_stacks(n: int = 6, size: int = 160) -> tuple[list[np.ndarray], np.n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=4)

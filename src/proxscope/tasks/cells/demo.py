@@ -95,7 +95,7 @@ def run_demo(out_dir: Path, quiet: bool = False) -> dict:
     return {
         "title": "cells: CNNCS cell detection by compressed-sensing output encoding",
         "text": (
-            "The bundled ECNNCS-2 model (residual CNN -> line codes x = D a -> ISTA recovery with "
+            "The bundled ECNNCS-2 model (residual CNN -> line codes x = D a -> FISTA recovery with "
             "the seed's batch backward rule during training -> back-projection -> mean shift) "
             f"detects target cells among lookalike clutter in {N_IMAGES} freshly simulated "
             f"{SIZE}x{SIZE} images. Yellow circles: annotated centres; red crosses: detections."
