@@ -134,3 +134,25 @@ def test_bad_inputs_exit_2_without_output(tmp_path, data, checkpoint, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error:") and err.count("\n") == 1, (name, err)
         assert not (tmp_path / "out").exists(), name
+
+
+def test_predict_uses_the_detect_sigma_stored_with_the_threshold(data, checkpoint, tmp_path):
+    """A trained checkpoint stores the LoG sigma its threshold was fitted for; one made before
+    the LoG rule (no ``detect_sigma``) is scored on the plain temporal mean."""
+    from proxscope.checkpoint import save_checkpoint
+    from proxscope.models import load
+    from proxscope.tasks.spots.predict import DETECT_SIGMA, detect
+
+    model, extra = load(checkpoint)
+    assert extra["detect_sigma"] == DETECT_SIGMA
+    old = tmp_path / "old.safetensors"
+    save_checkpoint(old, model, extra={k: v for k, v in extra.items() if k != "detect_sigma"})
+    out = tmp_path / "pred_old"
+    assert main(["spots", "predict", str(data / "d1" / "image.tif"), "--model", str(old),
+                 "--out", str(out), "--threshold", "0", "--quiet"]) == 0
+    _, cols = read_points(out / "cells.csv")
+    secretion = tifffile.imread(out / "secretion.tif")
+    _, plain = detect(secretion, sigma=0)
+    _, sharpened = detect(secretion, sigma=DETECT_SIGMA)
+    np.testing.assert_allclose(cols["score"], plain, rtol=1e-5)
+    assert len(sharpened) != len(plain) or not np.allclose(sharpened, plain)
