@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import RADIUS, score_image
-from .predict import detect, infer
+from .predict import detect, infer, stored_detection
 
 GROUPS = (250, 750, 1250)
 TEST_SEED = 5000
@@ -231,8 +231,8 @@ def demo(out_dir: Path, quiet: bool = False) -> dict:
         start = time.perf_counter()
         out = infer(model, sample.image)
         seconds = time.perf_counter() - start
-        yx, scores = detect(out, min_score=float(extra["threshold"]),
-                            sigma=float(extra.get("detect_sigma", 0.0)))
+        threshold, sigma = stored_detection(extra)
+        yx, scores = detect(out, min_score=threshold, sigma=sigma)
         match = match_points(yx, sample.cells_yx, RADIUS)
         metrics |= {f"{name} F1 (r=3 px)": round(match.f1, 4),
                     f"{name} precision": round(match.precision, 4),

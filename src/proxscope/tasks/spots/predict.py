@@ -75,6 +75,12 @@ def detection_map(secretion: np.ndarray, sigma: float = DETECT_SIGMA) -> np.ndar
     return -gaussian_laplace(mean, sigma) if sigma > 0 else mean
 
 
+def stored_detection(extra: dict) -> tuple[float, float]:
+    """(threshold, sigma) stored with a checkpoint by training; checkpoints without
+    ``detect_sigma`` had their threshold fitted on the plain mean (sigma 0)."""
+    return float(extra.get("threshold", 0.0)), float(extra.get("detect_sigma", 0.0))
+
+
 def detect(
     secretion: np.ndarray, min_score: float = 0.0, sigma: float = DETECT_SIGMA
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +125,10 @@ def predict_to_dir(
     model, extra = load(model_name, device=dev, expected=ConfigModule)
     if not hasattr(model.config, "n_channels"):
         raise UserError(f"{model_name}: not a spots model ({type(model).__name__})")
-    threshold = float(extra.get("threshold", 0.0)) if threshold is None else threshold
+    stored_threshold, sigma = stored_detection(extra)
+    threshold = stored_threshold if threshold is None else threshold
     secretion = infer(model, image, dev)
-    # Checkpoints without ``detect_sigma`` had their threshold fitted on the plain mean.
-    yx, scores = detect(secretion, min_score=threshold, sigma=float(extra.get("detect_sigma", 0.0)))
+    yx, scores = detect(secretion, min_score=threshold, sigma=sigma)
     per_cell = profiles(secretion, yx)
     out = Path(out)
     columns = {"score": scores} | {f"x_{k}": per_cell[:, k] for k in range(per_cell.shape[1])}
