@@ -116,3 +116,15 @@ def test_apg_group_sparse_convolutional_coding_optimality():
     # the two sources are found where they are
     energy = x.norm(dim=1)[0]
     assert set(map(tuple, (energy > 0.1 * energy.max()).nonzero().tolist())) <= {(4, 5), (11, 9)}
+
+
+def test_fista_line_search_float32_runs_long_without_drift():
+    """Past convergence in float32 the backtracking test compares two equal numbers up to
+    rounding: the step must not collapse (it did, to ~1e-14, and FISTA's momentum then drifted
+    the objective upwards) and the objective must stay at its minimum."""
+    op64, y64 = _problem(m=200, n=400, seed=3)
+    op, y = MatrixOperator(op64.matrix.float()), (100 * y64).float()
+    result = fista(op, y, 0.5, n_iter=5000, tol=0.0, line_search=True)
+    assert float(result.step.min()) > 0.25 / op.lipschitz((400,))
+    final, best = result.objective[-1], result.objective.min(0).values
+    assert torch.all(final <= best * (1 + 1e-5))
