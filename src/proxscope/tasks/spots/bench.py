@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import RADIUS, score_image
-from .predict import detect, infer, stored_detection
+from .predict import DETECT_SIGMA, detect, infer, stored_detection
 
 GROUPS = (250, 750, 1250)
 TEST_SEED = 5000
@@ -199,7 +199,8 @@ def run_bench(quick: bool, json_path, seed: int = 0, quiet: bool = False) -> Pat
         "protocol": {
             "image_size": 512, "noise_level": 3, "groups": list(GROUPS),
             "test_images_per_group": n_test, "matching_radius_px": RADIUS,
-            "models": trained, "detection": "peak_local_max of the temporal mean, 3x3",
+            "models": trained,
+            "detection": f"peak_local_max (3x3) of the LoG-sharpened temporal mean, sigma {DETECT_SIGMA} px",
         },
         "per_group": summary,
         "spotnet_loss_lower_than_convnet_fraction": float(np.mean(spot_better)),
