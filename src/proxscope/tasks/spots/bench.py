@@ -200,7 +200,8 @@ def run_bench(quick: bool, json_path, seed: int = 0, quiet: bool = False) -> Pat
             "image_size": 512, "noise_level": 3, "groups": list(GROUPS),
             "test_images_per_group": n_test, "matching_radius_px": RADIUS,
             "models": trained,
-            "detection": f"peak_local_max (3x3) of the LoG-sharpened temporal mean, sigma {DETECT_SIGMA} px",
+            "detection": "peak_local_max (3x3) of the LoG-sharpened temporal mean, "
+                         f"sigma {DETECT_SIGMA:g} px",
         },
         "per_group": summary,
         "spotnet_loss_lower_than_convnet_fraction": float(np.mean(spot_better)),
@@ -286,8 +287,8 @@ def demo(out_dir: Path, quiet: bool = False) -> dict:
         "title": "spots: FluoroSpot cell detection (SpotNet vs ConvNet)",
         "text": "A 256x256 FluoroSpot image simulated with the physical model (312 cells, noise "
         "level 3); cells are the local maxima of the temporal mean of each network's output, "
-        "sharpened by a Laplacian-of-Gaussian filter (sigma 1 px), above the threshold fixed on "
-        "validation images, matched to the truth within 3 px.",
+        f"sharpened by a Laplacian-of-Gaussian filter (sigma {DETECT_SIGMA:g} px), above the "
+        "threshold fixed on validation images, matched to the truth within 3 px.",
         "metrics": metrics,
         "figures": [str(f) for f in figures],
     }
