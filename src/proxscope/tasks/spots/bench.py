@@ -84,7 +84,8 @@ def _iqr(values) -> float:
 
 
 def _models(quick: bool, seed: int, quiet: bool, root: Path):
-    """{'spotnet': (model, threshold), 'convnet': ...} and a description of their training."""
+    """{'spotnet': (model, (threshold, sigma)), 'convnet': ...} with each checkpoint's stored
+    detection settings, and a description of their training."""
     from ...models import load
     from ...sim.fluorospot import FluoroSpotConfig
     from .simulate import simulate_dirs
@@ -94,7 +95,7 @@ def _models(quick: bool, seed: int, quiet: bool, root: Path):
     if quick:
         for name in ("spotnet", "convnet"):
             model, extra = load(name)
-            models[name] = (model, float(extra["threshold"]))
+            models[name] = (model, stored_detection(extra))
         return models, "bundled weights (scripts/make_weights_spots.py)"
     folders = simulate_dirs(FluoroSpotConfig(), list(range(TRAIN_SEED, TRAIN_SEED + 10)), root)
     for name in ("spotnet", "convnet"):
@@ -102,7 +103,7 @@ def _models(quick: bool, seed: int, quiet: bool, root: Path):
         train(name, folders[:7], out, val=folders[7:], steps=FULL_STEPS, lr=DEFAULT_LR[name],
               val_every=FULL_STEPS // 50, seed=seed, quiet=quiet)
         model, extra = load(out)
-        models[name] = (model, float(extra["threshold"]))
+        models[name] = (model, stored_detection(extra))
     return models, f"retrained: 7 train + 3 val images, {FULL_STEPS} steps, 128x128 crops"
 
 
@@ -139,9 +140,9 @@ def run_bench(quick: bool, json_path, seed: int = 0, quiet: bool = False) -> Pat
             image_seed = TEST_SEED + group * 100 + i
             sample = simulate(config, np.random.default_rng(image_seed), kernels, operator)
             row = {"cells": group, "seed": image_seed}
-            for name, (model, threshold) in models.items():
+            for name, (model, (threshold, sigma)) in models.items():
                 out, seconds = _timed(model, sample.image, repeats=1 if i else 3)
-                yx, scores = detect(out)
+                yx, scores = detect(out, sigma=sigma)
                 scored = score_image(yx, scores, sample.cells_yx, threshold)
                 loss = float(secretion_loss(torch.from_numpy(out), torch.from_numpy(sample.target)))
                 row[name] = {"loss": loss, "best_f1": scored["best_f1"], "f1_fixed": scored["f1"],
