@@ -119,6 +119,11 @@ def test_objective_matches_brute_force_and_core_scaling():
         x.sum())
     assert core / big_a == pytest.approx(value, rel=1e-12)
     assert math.isinf(float(spod_objective(op, -x, y, lam)[0]))  # the constraint x >= 0
+    # relaxed (no constraint, plain ||x||_1): equal for x >= 0, the brute force for any x
+    assert float(spod_objective(op, x, y, lam, relaxed=True)[0]) == pytest.approx(value, rel=1e-12)
+    x_mixed = x - 0.5
+    assert float(spod_objective(op, x_mixed, y, lam, relaxed=True)[0]) == pytest.approx(
+        _brute_objective(x_mixed[0].numpy(), y[0].numpy(), psf.numpy(), lam), rel=1e-12)
 
 
 def test_fista_and_ista_minimise_eq5_like_lbfgsb():
@@ -180,6 +185,38 @@ def test_untrained_nets_are_exactly_m_ista_iterations(cls):
             z = leaky_soft_threshold(z - step * op.adjoint(op(z) - y), theta, alpha=0.1)
         assert torch.allclose(net_lst(y), torch.relu(z), atol=1e-12, rtol=0)
         assert not torch.allclose(net_lst(y), x, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("threshold", ["leaky", "nonneg"])
+def test_training_loss_gradients_survive_a_zeroed_output_only_with_lst(threshold):
+    """Sec. 4.2: if every output is zeroed out, NST's gradients vanish; LST's do not. The
+    training loss sees x^(M) before [x]_+ (relaxed eq. 9), else [x]_+ would cut LST's too."""
+    from proxscope.tasks.spod.train import training_loss
+
+    c, a, tile, lam = 3, 3, 8, 0.1
+    psf = _psf(a, a, seed=10)
+    net = SPoDNet(SPoDNetConfig(channels=c, psf_size=[a, a], n_layers=2, threshold=threshold,
+                                lam=lam, tile=tile)).double().init_ista(psf)
+    y = torch.rand(2, c, tile, tile, dtype=D, generator=torch.Generator().manual_seed(11))
+    op = SPoDConv.from_psf(psf, c)
+    with torch.no_grad():
+        for theta in net.unrolled.threshold:
+            theta.fill_(10.0)  # far above every signal: the output is all zero
+        assert float(net(y).abs().max()) == 0
+        x_last = net(y, post_threshold=False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    loss = training_loss(net, op, y, lam, 2).sum()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    total = sum(float(g.abs().sum()) for g in grads if g is not None)
+    if threshold == "leaky":
+        assert float(x_last.max()) < 0 and total > 0
+        # the same loss on the post-thresholded output has no gradient at all
+        cut = spod_objective(op, net(y), y, lam).sum()
+        cut_grads = torch.autograd.grad(cut, params, allow_unused=True)
+        assert sum(float(g.abs().sum()) for g in cut_grads if g is not None) == 0
+    else:
+        assert float(x_last.abs().max()) == 0 and total == 0
+    assert float(loss) == pytest.approx(float(spod_objective(op, x_last, y, lam, relaxed=True).sum()))
 
 
 def test_parameter_counts_seed_sizes():

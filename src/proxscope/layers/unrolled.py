@@ -127,10 +127,12 @@ class UnrolledProximalGradient(nn.Module):
                          self.threshold[m])
 
     def forward(
-        self, y: torch.Tensor, n_layers: int | None = None, x0: torch.Tensor | None = None
+        self, y: torch.Tensor, n_layers: int | None = None, x0: torch.Tensor | None = None,
+        apply_output: bool = True,
     ) -> torch.Tensor:
         """y (B, *out_shape) -> x (B, *in_shape). ``n_layers`` runs only the first layers
-        (layer-wise training)."""
+        (layer-wise training); ``apply_output=False`` returns the last iterate without
+        ``output``."""
         n_layers = self.n_layers if n_layers is None else n_layers
         if x0 is None and n_layers > 0 and type(self).layer is UnrolledProximalGradient.layer:
             # x_0 = z_0 = 0: layer 1 is prox(η_1 A_1^T y, θ_1), z_1 = (1 + β_1) x_1 (the same
@@ -144,4 +146,4 @@ class UnrolledProximalGradient(nn.Module):
             x_new = self.layer(m, x, z, y)
             z = torch.lerp(x, x_new, 1 + self.momentum[m])  # x_new + β_m (x_new − x)
             x = x_new
-        return self.output(x) if self.output is not None else x
+        return self.output(x) if self.output is not None and apply_output else x

@@ -109,9 +109,12 @@ class SPoDNet(ConfigModule):
             self.unrolled.threshold[m].fill_(threshold)
         return self
 
-    def forward(self, y: torch.Tensor, n_layers: int | None = None) -> torch.Tensor:
-        """The first ``n_layers`` layers (all by default) and the post-threshold [x]_+."""
-        return self.unrolled(y, n_layers=n_layers)
+    def forward(self, y: torch.Tensor, n_layers: int | None = None,
+                post_threshold: bool = True) -> torch.Tensor:
+        """The first ``n_layers`` layers (all by default), then the post-threshold [x]_+ unless
+        ``post_threshold=False`` (training: the last iterate x^(M), possibly slightly negative
+        with LST)."""
+        return self.unrolled(y, n_layers=n_layers, apply_output=post_threshold)
 
     def layer_parameters(self, m: int) -> list[nn.Parameter]:
         return self.unrolled.layer_parameters(m)

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from ..prox import nonneg_l1_norm
+from ..prox import l1_norm, nonneg_l1_norm
 from .base import LinearOperator
 
 
@@ -190,12 +190,18 @@ def core_lam(lam: float, x_shape, channels: int, kernel_shape) -> float:
     return lam * big_a / big_b
 
 
-def spod_objective(op: LinearOperator, x: torch.Tensor, y: torch.Tensor, lam) -> torch.Tensor:
+def spod_objective(op: LinearOperator, x: torch.Tensor, y: torch.Tensor, lam,
+                   relaxed: bool = False) -> torch.Tensor:
     """L(Y, x) = 1/(2A)·Σ_t ||y_t − a_t ∗ x||² + λ/B·||x||_1, +inf where x has a negative entry
     (the constraint x >= 0). x (B, c, h, w), y (B, c, h−a+1, w−b+1) -> (B,).
 
-    Seed: spodnet-lista-spod-microscopy.txt eq. (5) (and the training loss eq. (9)).
+    ``relaxed=True`` drops the constraint (plain ||x||_1, finite for any x): the objective of an
+    LST network's last iterate x^(M) before its post-threshold, which Theorem 1 (eq. 12, δ = 0
+    term) bounds L(Y, [x^(M)]_+) with; equal to L for x >= 0.
+
+    Seed: spodnet-lista-spod-microscopy.txt eq. (5) (and the training loss eq. (9)), eq. (12).
     """
     big_a, big_b = normalisation(x.shape, x.shape[-3], op.kernel_shape)
     r = op(x) - y
-    return 0.5 / big_a * r.flatten(1).pow(2).sum(1) + lam / big_b * nonneg_l1_norm(x)
+    penalty = l1_norm(x) if relaxed else nonneg_l1_norm(x)
+    return 0.5 / big_a * r.flatten(1).pow(2).sum(1) + lam / big_b * penalty

@@ -67,6 +67,24 @@ def build_model(variant: str, psf: np.ndarray, channels: int, n_layers: int, thr
     return VARIANTS[variant](config).init_ista(torch.from_numpy(psf))
 
 
+def training_loss(net: SPoDNet, op, y: torch.Tensor, lam: float, n_layers: int,
+                  target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample loss (B,) of the first ``n_layers`` layers on prepared crops y (B, c, H, W):
+    eq. (9), the objective L(Y, x) itself, or with a FISTA ``target`` eq. (8), ||x − x*||².
+
+    The loss sees the last iterate x^(m) *before* the post-threshold [x]_+: with LST it may be
+    slightly negative and eq. (9) is then taken without the constraint (plain ||x||_1, the bound
+    of Theorem 1, eq. 12), so LST's non-vanishing gradients (Sec. 4.2) reach the loss even where
+    [x]_+ would cut them. With NST x^(m) >= 0 and this is eq. (9) exactly.
+
+    Seed: spodnet-lista-spod-microscopy.txt eqs. (8), (9), (12), Sec. 4.2.
+    """
+    x = net(y, n_layers=n_layers, post_threshold=False)
+    if target is not None:
+        return (x - target).flatten(1).pow(2).sum(1)
+    return spod_objective(op, x, y, lam, relaxed=True)
+
+
 def _stages(n_layers: int) -> list[tuple[int, str]]:
     stages = []
     for m in range(1, n_layers + 1):
@@ -153,10 +171,7 @@ def train_layerwise(
         m, phase = stages[index]
 
         def loss_fn(net, batch, m=m):
-            x = net(batch[0], n_layers=m)
-            if len(batch) == 2:  # eq. (8)
-                return (x - batch[1]).flatten(1).pow(2).sum(1).mean()
-            return spod_objective(op, x, batch[0], lam).mean()  # eq. (9)
+            return training_loss(net, op, batch[0], lam, m, *batch[1:]).mean()
 
         stage_out = work / f"stage{index:02d}.safetensors"
         trainer = Trainer(
