@@ -42,6 +42,12 @@ def test_train_predict_evaluate_round_trip(data, tmp_path, capsys):
     assert meta.config["n_layers"] == 2 and meta.config["tile"] == 12
     assert [s["phase"] for s in meta.extra["stages"]] == ["opt1", "opt1", "opt2"]
     assert not (tmp_path / "net.safetensors.stages").exists()
+    assert meta.extra["train"]["relaxed"] is True  # the loss on x^(M) by default
+    on_output = tmp_path / "on_output.safetensors"
+    assert main(["spod", "train", "--data", str(data / "s1"), "--out", str(on_output), "--layers",
+                 "1", "--steps", "1", "--crop", "12", "--n-train", "2", "--batch-size", "2",
+                 "--loss-on-output", "--quiet"]) == 0
+    assert read_checkpoint(on_output).extra["train"]["relaxed"] is False
     obs, psf = data / "s2" / "observation.tif", data / "s2" / "psf.tif"
     rec = tmp_path / "rec.tif"
     capsys.readouterr()

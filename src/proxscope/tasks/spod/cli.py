@@ -91,14 +91,17 @@ def simulate(size, channels, psf_size, psf_kind, psf_width, filaments, dots, pho
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--fista-iters", default=1000, show_default=True,
               help="FISTA iterations per supervised target.")
+@click.option("--loss-on-output", is_flag=True,
+              help="Take the loss on [x]_+ instead of the last iterate x^(M) (the bundled "
+              "model's choice; with LST the default keeps gradients when outputs are zeroed).")
 @click.option("--no-preprocess", is_flag=True, help="Skip median 5 + minimum 7 filtering.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present).")
 @click.option("--quiet", is_flag=True)
 def train(data_dirs, more_data, out, layers, variant, threshold, alpha, loss, lam, steps, lr,
-          absolute_lr, gamma, crop, n_train, batch_size, fista_iters, no_preprocess, resume, seed, device,
-          quiet):
+          absolute_lr, gamma, crop, n_train, batch_size, fista_iters, loss_on_output, no_preprocess,
+          resume, seed, device, quiet):
     """Layer-wise training (Algorithm 1) of SPoD-Net or LISTA-Net on a few observations."""
     import numpy as np
     import torch
@@ -127,7 +130,8 @@ def train(data_dirs, more_data, out, layers, variant, threshold, alpha, loss, la
     model = model.to(torch.get_default_dtype())
     cfg = LayerwiseConfig(steps=steps, lr=lr, gamma=gamma, n_train=n_train,
                           batch_size=batch_size, crop=crop, loss=loss, fista_iters=fista_iters,
-                          relative_lr=not absolute_lr, seed=seed, device=device, quiet=quiet)
+                          relative_lr=not absolute_lr, relaxed=not loss_on_output, seed=seed,
+                          device=device, quiet=quiet)
     records = train_layerwise(
         model, psf, stacks, cfg, out, resume=resume,
         extra={"preprocessing": not no_preprocess, "data": [str(d) for d in data_dirs]},
