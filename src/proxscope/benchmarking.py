@@ -54,3 +54,17 @@ def write_result(path: str | Path, task: str, quick: bool, results: dict[str, An
         "results": results,
     }
     return write_json(path, payload)
+
+
+def median_time(fn, repeats: int = 3, warmup: int = 0) -> float:
+    """Median wall time (s) of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls."""
+    import statistics
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

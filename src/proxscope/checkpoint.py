@@ -122,3 +122,19 @@ def build_model(ckpt: Checkpoint, expected: type | None = None, source: str = "c
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{source}: weights do not match {cls.__name__} ({first})") from None
     return model
+
+
+#: The one slot for detection settings tuned on validation images (``extra["detection"]``).
+DETECTION_DEFAULTS = {"threshold": 0.0, "sigma": 0.0, "vote_threshold": None}
+
+
+def detection_settings(extra: dict[str, Any], **defaults) -> dict[str, Any]:
+    """Detection settings a checkpoint stores: ``threshold`` (score threshold), ``sigma`` (LoG /
+    smoothing scale of the score map, px), ``vote_threshold`` (CNNCS back-projection votes).
+
+    Read from ``extra["detection"]``; older checkpoints kept them at the top level of ``extra``
+    (``threshold``, ``detect_sigma``, ``vote_threshold``) and are read the same. ``defaults``
+    replaces :data:`DETECTION_DEFAULTS` for keys the checkpoint lacks."""
+    legacy = {"threshold": "threshold", "sigma": "detect_sigma", "vote_threshold": "vote_threshold"}
+    stored = extra.get("detection") or {k: extra[old] for k, old in legacy.items() if old in extra}
+    return DETECTION_DEFAULTS | defaults | stored

@@ -1,66 +1,51 @@
 """Command line: ``proxscope <task> <verb> [options]``, ``proxscope bench <task>``, ``proxscope demo``.
 
-Task groups live in ``proxscope.tasks.<task>.cli`` (a click group named ``group`` and a command
-named ``bench``) and are imported only when used, so ``--help`` stays instant. User mistakes
-(:class:`proxscope.errors.UserError`, click usage errors) print one line and exit with code 2.
+Task commands are built from the task registry (:mod:`proxscope.tasks`) by one builder
+(:mod:`proxscope.tasks.commands`) and a task is imported only when used, so ``--help`` stays
+instant. User mistakes (:class:`proxscope.errors.UserError`, click usage errors) print one line
+and exit with code 2.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from . import __version__
-
-TASKS = {
-    "spots": "FluoroSpot/ELISpot cell detection and secretion profiles (SpotNet, ConvNet, APG).",
-    "spod": "SPoD super-resolution recovery of polarization stacks (SPoD-Net, LISTA-Net, FISTA).",
-    "cells": "Cell detection by compressed-sensing output encoding (CNNCS, ECNNCS-1/2).",
-    "seg": "Noise-robust segmentation with a TV-regularized softmax (UNet/RUNet, SegNet/RSegNet).",
-}
-
-
-def _task_module(task: str):
-    try:
-        return importlib.import_module(f"proxscope.tasks.{task}.cli")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(f"proxscope.tasks.{task}"):
-            return None
-        raise
+from .tasks import REGISTRY
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use. ``attr`` names the object to take
-    from each task's cli module ('group' for task groups, 'bench' for benchmarks)."""
+    """A group whose task subcommands are built from the task registry on first use:
+    ``kind`` 'group' gives ``proxscope <task> ...``, 'bench' gives ``proxscope bench <task>``."""
 
-    def __init__(self, *args, attr: str, **kwargs):
+    def __init__(self, *args, kind: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.attr = attr
+        self.kind = kind
 
     def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(TASKS))
+        return sorted(set(super().list_commands(ctx)) | set(REGISTRY))
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
-        if command is not None or name not in TASKS:
+        if command is not None or name not in REGISTRY:
             return command
-        module = _task_module(name)
-        return getattr(module, self.attr, None) if module is not None else None
+        from .tasks import get_task
+        from .tasks.commands import bench_command, task_group
+
+        task = get_task(name)
+        return task_group(task) if self.kind == "group" else bench_command(task)
 
     def format_commands(self, ctx, formatter):
-        # Short help from TASKS, so listing commands imports nothing.
-        rows = [(name, TASKS[name]) for name in TASKS]
-        rows += [
-            (name, cmd.get_short_help_str())
-            for name, cmd in self.commands.items()
-        ]
+        # Short help from the registry, so listing commands imports no task.
+        rows = [(name, summary) for name, (_, summary) in REGISTRY.items()]
+        rows += [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items()]
         with formatter.section("Commands"):
             formatter.write_dl(sorted(rows))
 
 
-@click.group(cls=LazyGroup, attr="group", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, kind="group", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="proxscope")
 def cli():
     """proxscope: model-based deep learning for biomedical imaging.
@@ -73,14 +58,14 @@ def cli():
     """
 
 
-@cli.group(cls=LazyGroup, attr="bench")
+@cli.group(cls=LazyGroup, kind="bench")
 def bench():
     """Benchmarks that reproduce each seed's claims: proxscope bench <task> [--quick] --json PATH."""
 
 
 @cli.command()
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated tasks.")
+@click.option("--tasks", default=",".join(REGISTRY), show_default=True, help="Comma-separated tasks.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def demo(out, tasks, quiet):
     """Run every task on bundled weights and simulated data; write OUT/report.html."""

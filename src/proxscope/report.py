@@ -1,33 +1,41 @@
-"""``proxscope demo``: run each task's ``demo`` and gather the results in one HTML report.
-
-A task contributes ``proxscope.tasks.<task>.cli.demo(out_dir: Path, quiet: bool) -> dict`` with
-keys ``title`` (str), ``text`` (str, one paragraph), ``metrics`` (dict of name -> number or str)
-and ``figures`` (list of PNG paths inside ``out_dir``).
-"""
+"""``proxscope demo``: run each task's :meth:`~proxscope.tasks.base.Task.demo` and gather the
+results in one HTML report; :func:`save_figure` writes the PNG figures of every task."""
 
 from __future__ import annotations
 
 import html
-import importlib
 import time
 from pathlib import Path
 
 from .data.io import atomic_path
 
 
-def _section(task: str, result: dict, root: Path) -> str:
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _section(task: str, result, root: Path) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in result.get("metrics", {}).items()
+        for k, v in result.metrics.items()
     )
     figures = "".join(
         f'<figure><img src="{html.escape(str(Path(f).resolve().relative_to(root.resolve())))}" '
         f'style="max-width:100%"><figcaption>{html.escape(Path(f).stem)}</figcaption></figure>'
-        for f in result.get("figures", [])
+        for f in result.figures
     )
     return (
-        f"<section><h2>{html.escape(result.get('title', task))}</h2>"
-        f"<p>{html.escape(result.get('text', ''))}</p>"
+        f"<section><h2>{html.escape(result.title or task)}</h2>"
+        f"<p>{html.escape(result.text)}</p>"
         f"<table border=1 cellpadding=4><tr><th>metric</th><th>value</th></tr>{rows}</table>"
         f"{figures}</section>"
     )
@@ -39,20 +47,17 @@ def _fmt(value) -> str:
 
 def run_demo(out: str | Path, tasks: list[str], quiet: bool = False) -> Path:
     """Run the demos of ``tasks`` into ``out/<task>/`` and write ``out/report.html``."""
-    from .errors import UserError
+    from .data.io import check_writable
+    from .tasks import get_task
 
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = check_writable(out, is_dir=True)
+    selected = [get_task(name) for name in tasks]  # unknown names fail before any work
     sections = []
-    for task in tasks:
-        try:
-            module = importlib.import_module(f"proxscope.tasks.{task}.cli")
-        except ModuleNotFoundError:
-            raise UserError(f"unknown task '{task}'") from None
+    for task in selected:
         start = time.perf_counter()
-        result = module.demo(root / task, quiet=quiet)
-        result.setdefault("metrics", {})["demo time (s)"] = round(time.perf_counter() - start, 2)
-        sections.append(_section(task, result, root))
+        result = task.demo(root / task.name, quiet=quiet)
+        result.metrics["demo time (s)"] = round(time.perf_counter() - start, 2)
+        sections.append(_section(task.name, result, root))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>proxscope demo</title></head>"
         "<body style='font-family:sans-serif;max-width:1100px;margin:auto'>"

@@ -150,3 +150,86 @@ def write_points(
             writer.writerow(header)
             writer.writerows([[f"{v:.6g}" for v in row] for row in table])
     return Path(path)
+
+
+IMAGE_SUFFIXES = TIFF_SUFFIXES | RASTER_SUFFIXES
+
+
+def expand_inputs(spec: str | Path) -> list[Path]:
+    """Image files named by ``spec``: one file, every image in a folder (sorted, not recursive),
+    or the matches of a glob pattern (``data/*.tif``). Raises :class:`UserError` when nothing
+    matches."""
+    import glob
+
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise UserError(f"{path}: folder holds no images (.tif, .png, .jpg)")
+        return images
+    if glob.has_magic(str(spec)):
+        images = sorted(Path(p) for p in glob.glob(str(spec)) if Path(p).is_file())
+        if not images:
+            raise UserError(f"no file matches {spec}")
+        return images
+    raise UserError(f"image not found: {path}")
+
+
+def pair_files(
+    pred: Path, truth: Path, suffixes: tuple[str, ...], filename: str | None = None
+) -> dict[str, tuple[Path, Path]]:
+    """Pair the files under two folders by image name -> ``{name: (pred, truth)}``.
+
+    A file's name is its path below the folder without suffix; a file called ``filename``
+    (e.g. ``cells.csv`` in a per-image folder) is named after its folder. Raises
+    :class:`UserError` when a folder is missing or no name is in both."""
+
+    def names(root: Path) -> dict[str, Path]:
+        if not root.is_dir():
+            raise UserError(f"{root}: expected a folder (give two files or two folders)")
+        found = {}
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix.lower() in suffixes:
+                rel = p.relative_to(root)
+                key = rel.parent if filename is not None and p.name == filename else rel.with_suffix("")
+                found.setdefault(key.as_posix(), p)
+        return found
+
+    pred_files, truth_files = names(pred), names(truth)
+    common = sorted(set(pred_files) & set(truth_files))
+    if not common:
+        raise UserError(f"no prediction in {pred} has a truth of the same name in {truth}")
+    return {name: (pred_files[name], truth_files[name]) for name in common}
+
+
+def check_writable(path: str | Path, is_dir: bool | None = None) -> Path:
+    """Check before any computation that ``path`` can be written (as a folder when ``is_dir``,
+    a file when False, either when None): its first existing ancestor must be a writable
+    folder. Returns the path; raises :class:`UserError` with one line otherwise."""
+    path = Path(path)
+    if path.exists():
+        if is_dir is True and not path.is_dir():
+            raise UserError(f"cannot write into {path}: it is a file, not a folder")
+        if is_dir is False and path.is_dir():
+            raise UserError(f"cannot write {path}: it is a folder")
+    parent = path if path.exists() and path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: {parent} is not writable")
+    return path
+
+
+def write_table(path: str | Path, rows: list[Mapping]) -> Path:
+    """Write dict rows as CSV (columns: the union of keys in first-seen order), atomically."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return Path(path)

@@ -30,3 +30,90 @@ def to_channels_first(image: np.ndarray, max_channels: int = 4) -> np.ndarray:
             return np.moveaxis(image, -1, 0)
         return image
     raise UserError(f"expected a 2-D or 3-D image, got shape {image.shape}")
+
+
+def prepare_image(
+    image: np.ndarray,
+    channels: tuple[int, ...] = (1, 3),
+    normalize: str = "percentile",
+    per_channel: bool = False,
+    pad_to: int = 0,
+    source: str = "image",
+) -> np.ndarray:
+    """Check and normalise an input image -> float32 (C, H, W), the one input path of every task.
+
+    Accepts (H, W), (H, W, C) or (C, H, W) of any integer or float type; RGBA drops alpha. C must
+    be one of ``channels``. ``normalize``: 'percentile' maps the 1 % / 99.8 % percentiles to 0 / 1
+    (over all channels, or each channel when ``per_channel``); 'max' shifts negative values to 0
+    and scales the maximum to 255 (the FluoroSpot simulator's scale). ``pad_to``: pad (row /
+    column medians) up to this size. Raises :class:`UserError` (one line naming ``source``) for
+    another pixel type, shape or channel count, NaN/Inf, an image under 8 x 8, or a blank image
+    with 'max'."""
+    image = np.asarray(image)
+    if image.dtype == bool or not (
+        np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+    ):
+        raise UserError(f"{source}: unsupported pixel type {image.dtype}")
+    if image.ndim not in (2, 3):
+        raise UserError(f"{source}: expected a 2-D image (grey or colour), got shape {image.shape}")
+    image = to_channels_first(image)
+    if image.shape[0] == 4 and 4 not in channels:
+        image = image[:3]
+    if image.shape[0] not in channels:
+        kinds = " or ".join({1: "1 (grey)", 3: "3 (RGB)"}.get(c, str(c)) for c in channels)
+        raise UserError(f"{source}: expected {kinds} channel(s), got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise UserError(f"{source}: image contains NaN or Inf values")
+    if min(image.shape[1:]) < 8:
+        raise UserError(f"{source}: image {image.shape[1]}x{image.shape[2]} is too small (at least 8x8)")
+    if normalize == "percentile":
+        image = percentile_normalize(image, axis=(1, 2) if per_channel else None)
+    elif normalize == "max":
+        image = image.astype(np.float32)
+        image = image - min(float(image.min()), 0.0)
+        peak = float(image.max())
+        if peak <= 0:
+            raise UserError(f"{source}: image is blank (all zeros)")
+        image = image * (255.0 / peak)
+    else:
+        raise ValueError(f"normalize must be 'percentile' or 'max', got {normalize!r}")
+    pad_h, pad_w = max(0, pad_to - image.shape[1]), max(0, pad_to - image.shape[2])
+    if pad_h or pad_w:
+        image = np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)), mode="median")
+    return image.astype(np.float32)
+
+
+def random_crop_rot_flip(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    size: int,
+    targets: tuple[np.ndarray, ...] = (),
+    points: np.ndarray | None = None,
+    augment: bool = True,
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    """A random ``size`` x ``size`` crop of ``image`` (..., H, W), turned by a random multiple
+    of 90° and flipped left-right with probability 1/2 (when ``augment``), the training
+    augmentation of every task whose physics has no preferred orientation.
+
+    ``targets`` (arrays (..., H, W): masks, target maps) get the same crop and turn; ``points``
+    (N, 2) (y, x) follow into crop coordinates (points outside the crop are dropped).
+    Draws from ``rng`` in the order row, column, turn, flip. Returns (crop, targets, points),
+    all C-contiguous."""
+    h, w = image.shape[-2:]
+    y0, x0 = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    arrays = [a[..., y0 : y0 + size, x0 : x0 + size] for a in (image, *targets)]
+    if points is not None:
+        points = np.asarray(points, dtype=float).reshape(-1, 2) - [y0, x0]
+        points = points[((points >= -0.5) & (points < size - 0.5)).all(1)]
+    if augment:
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        arrays = [np.rot90(a, k, axes=(-2, -1)) for a in arrays]
+        if flip:
+            arrays = [a[..., ::-1] for a in arrays]
+        if points is not None:
+            for _ in range(k):  # np.rot90 maps (y, x) -> (size - 1 - x, y)
+                points = np.stack([size - 1 - points[:, 1], points[:, 0]], 1)
+            if flip:
+                points = np.stack([points[:, 0], size - 1 - points[:, 1]], 1)
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    return arrays[0], arrays[1:], points

@@ -47,6 +47,15 @@ class MatchResult:
         }
 
 
+def pool_matches(results) -> MatchResult:
+    """Counts summed over images (pooled P/R/F1: every detection weighs the same)."""
+    results = list(results)
+    return MatchResult(
+        sum(r.tp for r in results), sum(r.fp for r in results), sum(r.fn for r in results),
+        np.zeros((0, 2), dtype=int),
+    )
+
+
 def match_points(pred: np.ndarray, truth: np.ndarray, radius: float) -> MatchResult:
     """Match predicted (P, 2) to true (T, 2) points one-to-one within ``radius`` (pixels)."""
     from scipy.optimize import linear_sum_assignment

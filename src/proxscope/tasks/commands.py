@@ -1,0 +1,201 @@
+"""One CLI builder for every task: ``proxscope <task> simulate|train|predict|evaluate`` and
+``proxscope bench <task>``, with the shared options spelled once here.
+
+Shared options: ``--out --seed --device --quiet --resume --json --quick --threads --batch-size
+--steps --lr --model``; a task adds only its own (:meth:`Task.options`). ``predict`` takes a file,
+a folder or a glob and writes one output per image plus ``OUT/summary.csv`` for several;
+``evaluate`` takes two files or two folders paired by image name. The output path is checked
+before any computation. Only click is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .base import Task
+
+VERBS = ("simulate", "train", "predict", "evaluate")
+
+
+def _opt(*names, **kwargs):
+    return click.option(*names, **kwargs)
+
+
+SEED = _opt("--seed", default=0, show_default=True, type=int, help="Seed of every random choice.")
+DEVICE = _opt("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present).")
+QUIET = _opt("--quiet", is_flag=True, help="No progress bar or summary.")
+THREADS = _opt("--threads", default=None, type=click.IntRange(1),
+               help="CPU threads for torch (default: torch's).")
+RESUME = _opt("--resume", is_flag=True, help="Continue an interrupted run from OUT.resume.")
+
+
+def _shared(verb: str, task: Task) -> list:
+    """The shared options of ``verb`` for ``task`` (defaults from the task)."""
+    if verb == "simulate":
+        return [_opt("--out", required=True, type=click.Path(), help="Output folder."), SEED, QUIET]
+    if verb == "train":
+        d = task.train_defaults
+        return [
+            _opt("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write."),
+            _opt("--model", default=task.architectures[0], show_default=True,
+                 type=click.Choice(task.architectures), help="Architecture to train."),
+            _opt("--steps", default=d["steps"], show_default=True, type=click.IntRange(1),
+                 help="Optimizer steps."),
+            _opt("--lr", default=d["lr"], show_default=d["lr"] is not None, type=float,
+                 help="Learning rate" + ("." if d["lr"] is not None else " (default: the model's).")),
+            _opt("--batch-size", default=d["batch_size"], show_default=True, type=click.IntRange(1)),
+            SEED, DEVICE, THREADS, RESUME, QUIET,
+        ]
+    if verb == "predict":
+        return [
+            click.argument("inputs", metavar="IMAGE|FOLDER|GLOB"),
+            _opt("--out", required=True, type=click.Path(),
+                 help="Output for one image; a folder (one output per image + summary.csv) for several."),
+            _opt("--model", default=task.default_model, show_default=True,
+                 help=f"Bundled model ({', '.join(task.models)}) or a checkpoint path."),
+            SEED, DEVICE, THREADS, QUIET,
+        ]
+    if verb == "evaluate":
+        return [
+            _opt("--pred", required=True, type=click.Path(), help="Prediction file or folder."),
+            _opt("--truth", required=True, type=click.Path(), help="Truth file or folder."),
+            _opt("--out", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here."),
+            QUIET,
+        ]
+    raise ValueError(verb)
+
+
+def _decorate(fn, options):
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _prepare(kwargs: dict, out_is_dir: bool | None = None) -> dict:
+    """Checks and settings common to every verb: output path, device name, threads."""
+    from ..data.io import check_writable
+
+    threads = kwargs.pop("threads", None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if kwargs.get("device") is not None:
+        from ..utils import resolve_device
+
+        resolve_device(kwargs["device"])
+    if kwargs.get("out") is not None:
+        kwargs["out"] = check_writable(kwargs["out"], is_dir=out_is_dir)
+    return kwargs
+
+
+def _echo(payload: dict, quiet: bool) -> None:
+    if not quiet:
+        click.echo(json.dumps(payload, indent=2, default=float))
+
+
+def _help(task: Task, verb: str, text: str) -> str:
+    lines = task.examples.get(verb, [])
+    return text + ("\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines) if lines else "")
+
+
+def _simulate_command(task: Task) -> click.Command:
+    def simulate(**kwargs):
+        _echo(task.simulate(**_prepare(kwargs, out_is_dir=True)), kwargs["quiet"])
+
+    doc = task.simulate.__doc__ or "Simulate data with ground truth."
+    return click.command("simulate", help=_help(task, "simulate", doc))(
+        _decorate(simulate, _shared("simulate", task) + task.options("simulate")))
+
+
+def _train_command(task: Task) -> click.Command:
+    def train(**kwargs):
+        _echo(task.train(**_prepare(kwargs, out_is_dir=False)), kwargs["quiet"])
+
+    doc = task.train.__doc__ or "Train a model."
+    return click.command("train", help=_help(task, "train", doc))(
+        _decorate(train, _shared("train", task) + task.options("train")))
+
+
+def _predict_command(task: Task) -> click.Command:
+    def predict(inputs, **kwargs):
+        from ..data.io import expand_inputs, write_table
+
+        images = expand_inputs(inputs)
+        several = len(images) > 1 or not Path(inputs).is_file()
+        kwargs = _prepare(kwargs, out_is_dir=True if several else None)
+        out, quiet = kwargs.pop("out"), kwargs["quiet"]
+        run = task.predictor(**kwargs)
+        if not several:
+            _echo(run(images[0], out), quiet)
+            return
+        from tqdm import tqdm
+
+        rows = []
+        for image in tqdm(images, desc=f"{task.name} predict", disable=quiet, unit="image"):
+            rows.append({"image": image.name} | run(image, out / f"{image.stem}{task.predict_suffix}"))
+        write_table(out / "summary.csv", rows)
+        if not quiet:
+            click.echo(f"{len(rows)} images -> {out} (summary.csv)")
+
+    doc = task.predictor.__doc__ or "Predict."
+    return click.command("predict", help=_help(task, "predict", doc))(
+        _decorate(predict, _shared("predict", task) + task.options("predict")))
+
+
+def _evaluate_command(task: Task) -> click.Command:
+    def evaluate(pred, truth, **kwargs):
+        from ..data.io import write_json
+
+        kwargs = _prepare(kwargs, out_is_dir=False)
+        out, quiet = kwargs.pop("out"), kwargs.pop("quiet")
+        result = task.evaluate(_existing(pred, "--pred"), _existing(truth, "--truth"), **kwargs)
+        if out is not None:
+            write_json(out, result)
+        _echo(result, quiet)
+
+    doc = task.evaluate.__doc__ or "Score predictions against the truth."
+    return click.command("evaluate", help=_help(task, "evaluate", doc))(
+        _decorate(evaluate, _shared("evaluate", task) + task.options("evaluate")))
+
+
+def _existing(path: str, option: str) -> Path:
+    from ..errors import UserError
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{option}: no such file or folder: {path}")
+    return path
+
+
+def task_group(task: Task) -> click.Group:
+    """``proxscope <task>`` with the four verbs."""
+    group = click.Group(task.name, help=task.summary)
+    for build in (_simulate_command, _train_command, _predict_command, _evaluate_command):
+        group.add_command(build(task))
+    return group
+
+
+def bench_command(task: Task) -> click.Command:
+    """``proxscope bench <task> [--quick] --json PATH``."""
+
+    def bench(json_path, quick, **kwargs):
+        from ..benchmarking import write_result
+        from ..data.io import check_writable
+
+        path = check_writable(json_path, is_dir=False)
+        kwargs = _prepare(kwargs)
+        results = task.bench(quick=quick, **kwargs)
+        click.echo(f"results: {write_result(path, task.name, quick, results)}")
+
+    options = [
+        _opt("--quick", is_flag=True, help="Small protocol (about 10 minutes on 2 CPU cores)."),
+        _opt("--json", "json_path", required=True, type=click.Path(dir_okay=False),
+             help="Result file (JSON with machine, threads and versions)."),
+        SEED, DEVICE, THREADS, QUIET,
+    ] + task.options("bench")
+    doc = task.bench.__doc__ or "Benchmark."
+    return click.command(task.name, help=_help(task, "bench", doc))(_decorate(bench, options))
