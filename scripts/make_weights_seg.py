@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from proxscope.data.transforms import prepare_image
 from proxscope.models import WEIGHTS_DIR
 from proxscope.sim.segmentation import simulate_dataset
-from proxscope.tasks.seg.data import prepare_image
-from proxscope.tasks.seg.train import SegTrainOptions, fit_segmentation
+from proxscope.tasks.seg.train import fit_segmentation
 
 N_IMAGES, SIZE, SEED = 40, 128, 0
 
@@ -32,11 +32,11 @@ def main() -> None:
     y = [m.astype(np.int64) for m in masks]
     for arch in args.arch:
         out = Path(WEIGHTS_DIR) / f"{arch}.safetensors"
-        options = SegTrainOptions(steps=args.steps, seed=SEED, quiet=args.quiet, device="cpu")
         extra = {"data": f"simulated WBC phantoms: {N_IMAGES} images {SIZE}x{SIZE}, seed {SEED}",
                  "classes": ["background", "cytoplasm", "nucleus"],
                  "script": "scripts/make_weights_seg.py"}
-        model, _ = fit_segmentation(x, y, arch, out, options, extra=extra)
+        model, _ = fit_segmentation(x, y, arch, out, steps=args.steps, seed=SEED, quiet=args.quiet,
+                                    device="cpu", extra=extra)
         resume = out.with_name(out.name + ".resume")
         resume.unlink(missing_ok=True)
         lam = f", lam {float(model.tv.lam.detach()):.3f}" if model.tv is not None else ""

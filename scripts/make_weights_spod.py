@@ -2,11 +2,11 @@
 
 Data: 6 simulated 160×160 stacks (seeds 100..105) with the simulator's default PSF (Airy, 32×32,
 18 channels), preprocessed and normalised as ``proxscope spod predict`` does; Algorithm 1 with
-LST (alpha 0.1), M = 10, λ = 0.1, unsupervised loss (eq. 9), 64-px crops, 500 Adam steps per
-optimizer (the seed: 2500; 66 min on 1 thread of a 2-core CPU), relative learning rate
-0.05 and γ = 1 (no shrink): with a 40-step CPU schedule the seed's γ = 0.3 made the test
-objective worse than the untrained net (see benchmarks/spod.md). The loss is taken on the
-post-thresholded output (``relaxed=False``): the seed's relaxed loss on x^(M) gave a 0.5 %
+LST (alpha 0.1), M = 10, λ = DEFAULT_LAM (0.1), unsupervised loss (eq. 9), 64-px crops, 500
+Adam steps per optimizer (the seed: 2500; 66 min on 1 thread of a 2-core CPU), relative
+learning rate 0.05 and γ = 1 (no shrink): with a 40-step CPU schedule the seed's γ = 0.3 made
+the test objective worse than the untrained net (see benchmarks/spod.md). The loss is taken on
+the post-thresholded output (``relaxed=False``): the seed's relaxed loss on x^(M) gave a 0.5 %
 higher test objective (mean 1.034 vs 1.029 of FISTA-10,000 on the full mode's 12 patches).
 
     .venv/bin/python scripts/make_weights_spod.py [--steps 500] [--out PATH]
@@ -21,19 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from proxscope.models.spodnet import SPoDNet
+from proxscope.operators.spod import DEFAULT_LAM
 from proxscope.sim.spod import SPoDSimConfig, simulate
 from proxscope.tasks.spod.data import prepare
-from proxscope.tasks.spod.train import LayerwiseConfig, build_model, train_layerwise
+from proxscope.tasks.spod.train import SpodTraining, train_spod
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "src/proxscope/weights/spodnet.safetensors"
-LAM, CROP, LAYERS = 0.1, 64, 10
+CROP, LAYERS = 64, 10
 
 
 def training_stacks(n: int = 6, size: int = 160) -> tuple[list[np.ndarray], np.ndarray]:
     """Prepared training stacks and the default PSF."""
     sims = [simulate(SPoDSimConfig(size=size), seed=100 + i) for i in range(n)]
     psf = sims[0]["psf"]
-    return [prepare(s["observation"], psf).y for s in sims], psf
+    return [prepare(s["observation"]).y for s in sims], psf
 
 
 def main() -> None:
@@ -47,12 +49,12 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     stacks, psf = training_stacks()
-    model = build_model("spodnet", psf, 18, LAYERS, "leaky", LAM, CROP).float()
-    cfg = LayerwiseConfig(steps=args.steps, lr=args.lr, gamma=args.gamma,
-                          batch_size=args.batch_size, crop=CROP, n_train=100, seed=0,
-                          relaxed=False, device="cpu", quiet=True)
+    model = SPoDNet.from_solver(torch.from_numpy(psf), channels=18, n_layers=LAYERS, prox="leaky",
+                                lam=DEFAULT_LAM, tile=CROP)
+    cfg = SpodTraining(steps=args.steps, lr=args.lr, gamma=args.gamma, batch_size=args.batch_size,
+                       crop=CROP, n_train=100, seed=0, relaxed=False, device="cpu", quiet=True)
     start = time.perf_counter()
-    records = train_layerwise(
+    records = train_spod(
         model, psf, stacks, cfg, args.out,
         extra={"made_by": "scripts/make_weights_spod.py", "data": "simulate seeds 100-105, "
                "160 px, default PSF", "preprocessing": True},

@@ -22,7 +22,7 @@ import torch
 
 from proxscope.sim.fluorospot import FluoroSpotConfig
 from proxscope.tasks.spots.simulate import simulate_dirs
-from proxscope.tasks.spots.train import DEFAULT_LR, calibrate, load_set, train
+from proxscope.tasks.spots.train import calibrate, load_set, train
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "src" / "proxscope" / "weights"
 SEEDS = list(range(1000, 1010))
@@ -52,7 +52,7 @@ def main() -> None:
             steps = steps_of[name]
             summary = train(
                 name, folders[:7], args.out_dir / f"{name}.safetensors", val=folders[7:],
-                steps=steps, lr=DEFAULT_LR[name], val_every=max(steps // 15, 1), seed=0, quiet=True,
+                steps=steps, val_every=max(steps // 15, 1), seed=0, quiet=True,
             )
             (args.out_dir / f"{name}.safetensors.resume").unlink(missing_ok=True)
             print(json.dumps({name: summary}))

@@ -1,8 +1,10 @@
-"""cells: line encoding, SparseRecovery backward rules, CNNCS model, simulator, decoding."""
+"""cells: line encoding, SparseRecovery backward rules, CNNCS variants, simulator, decoding,
+training patches, loading of older checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -16,14 +18,21 @@ from proxscope.layers.sparse_recovery import (
     sparse_recovery,
 )
 from proxscope.metrics import match_points
-from proxscope.models.cnncs import CNNCS, CNNCSConfig
+from proxscope.models.cnncs import (
+    CNNCS,
+    ECNNCS1,
+    ECNNCS2,
+    VARIANTS,
+    CNNCSConfig,
+    decode,
+    encode_patches,
+)
 from proxscope.operators.lines import LineProjection
 from proxscope.operators.matrix import MatrixOperator
 from proxscope.prox import nonneg_soft_threshold, soft_threshold
 from proxscope.sim.cells import CellSimConfig, simulate
 from proxscope.solvers import fista, ista, proximal_gradient
-from proxscope.tasks.cells.codec import decode, encode_patches
-from proxscope.tasks.cells.train import _augment
+from proxscope.tasks.cells.train import sample_patches
 
 
 def test_line_projection_adjoint_and_bins():
@@ -147,7 +156,7 @@ def test_batch_rule_error_bound_on_gaussian_matrix():
 
 
 def test_sparse_recovery_forward_equals_solver_and_shapes():
-    model = CNNCS(CNNCSConfig(variant="ecnncs2", patch=16, n_lines=3, m=10, n_iter=30))
+    model = ECNNCS2(CNNCSConfig(patch=16, n_lines=3, m=10, n_iter=30))
     codes = torch.randn(2, 3, 10)
     a = sparse_recovery(codes, model.D, 0.1, lasso_solver("none", 30))
     step = 1 / float(torch.linalg.matrix_norm(model.D.detach(), 2) ** 2)
@@ -162,7 +171,7 @@ def test_recovery_at_init_is_the_same_solver_for_every_variant(momentum):
     # ECNNCS-1's LISTA starts as exactly the solver that CNNCS and ECNNCS-2 use (same D, lam)
     c = CNNCSConfig(patch=16, n_lines=2, m=12, n_iter=7, lam=0.05, momentum=momentum)
     codes = torch.randn(3, 2, 12)
-    models = [CNNCS(dataclasses.replace(c, variant=v)) for v in ("cnncs", "ecnncs1", "ecnncs2")]
+    models = [variant(c) for variant in (CNNCS, ECNNCS1, ECNNCS2)]
     ref = proximal_gradient(MatrixOperator(models[0].D.detach()), codes.reshape(-1, 12), 0.05,
                             nonneg_soft_threshold, n_iter=7, tol=0.0, momentum=momentum,
                             step=lasso_step(models[0].D), track=False).x
@@ -172,8 +181,7 @@ def test_recovery_at_init_is_the_same_solver_for_every_variant(momentum):
 
 def test_recovery_parameters_get_their_own_learning_rate():
     for variant, n_recovery in (("cnncs", 0), ("ecnncs1", 4 + 2), ("ecnncs2", 1)):
-        model = CNNCS(CNNCSConfig(variant=variant, patch=16, n_lines=2, m=8, n_iter=4,
-                                  recovery_lr=0.1))
+        model = VARIANTS[variant](CNNCSConfig(patch=16, n_lines=2, m=8, n_iter=4, recovery_lr=0.1))
         groups = model.param_groups(1e-3)
         assert [g["lr"] for g in groups] == [1e-3, 1e-4][: len(groups)]
         assert sum(len(g["params"]) for g in groups[1:]) == n_recovery
@@ -183,7 +191,7 @@ def test_recovery_parameters_get_their_own_learning_rate():
 
 @pytest.mark.parametrize("variant", ["cnncs", "ecnncs1", "ecnncs2"])
 def test_model_loss_gradients_per_variant(variant):
-    model = CNNCS(CNNCSConfig(variant=variant, patch=16, n_lines=3, m=8, width=4))
+    model = VARIANTS[variant](CNNCSConfig(patch=16, n_lines=3, m=8, width=4))
     image = torch.randn(2, 1, 16, 16)
     a = model.lines.encode_points(torch.tensor([[4.0, 5.0], [9.0, 9.0]]), torch.tensor([0, 1]), 2)
     out = model(image)
@@ -196,7 +204,7 @@ def test_model_loss_gradients_per_variant(variant):
 
 
 def test_loss_is_zero_l2_for_exact_codes():
-    model = CNNCS(CNNCSConfig(variant="cnncs", patch=16, n_lines=3, m=8, width=4))
+    model = CNNCS(CNNCSConfig(patch=16, n_lines=3, m=8, width=4))
     a = model.lines.encode_points(torch.tensor([[4.0, 5.0]]), torch.tensor([0]), 1)
     target = model.encode(a)
     assert torch.allclose(target, a @ model.D.T)
@@ -221,15 +229,18 @@ def test_simulator_statistics_and_determinism():
     assert np.array_equal(again[0], data[0][0]) and np.array_equal(again[1], data[0][1])
 
 
-def test_augment_moves_points_with_pixels():
-    patch = np.zeros((1, 8, 8), np.float32)
-    points = np.array([[1.0, 6.0], [5.0, 2.0]])
-    patch[0, 1, 6], patch[0, 5, 2] = 1.0, 2.0
-    for k in range(4):
-        for flip in (False, True):
-            out, moved = _augment(patch, points, k, flip)
-            values = out[0][tuple(moved.astype(int).T)]
-            assert list(values) == [1.0, 2.0]
+def test_training_patches_carry_their_labels():
+    # a patch's labels are the line projections of its own pixels: the centroids follow the
+    # random crop, turns and flips of the image
+    model = CNNCS(CNNCSConfig(patch=16, n_lines=5, m=8, width=4))
+    points = np.array([[3.0, 4.0], [10.0, 30.0], [25.0, 7.0], [31.0, 31.0]])
+    image = np.zeros((1, 32, 40), np.float32)
+    image[0, points[:, 0].astype(int), points[:, 1].astype(int)] = 1.0
+    data = [{"name": "a", "image": image, "points": points}]
+    patches, a = sample_patches(model, data, np.random.default_rng(0), 12)
+    assert patches.shape == (12, 1, 16, 16) and a.shape == (12, 5, model.n_bins)
+    assert torch.equal(a, model.lines(patches[:, 0]))
+    assert a[:, 0].sum() > 0  # some patches hold cells
 
 
 def test_soft_threshold_lasso_solution_support_property():
@@ -242,7 +253,7 @@ def test_soft_threshold_lasso_solution_support_property():
 
 def test_compressed_codes_of_ground_truth_decode_to_centroids():
     # x = D a (no network) -> lasso recovery (CNNCS path) -> back-projection -> mean shift
-    model = CNNCS(CNNCSConfig(variant="cnncs", n_iter=300))
+    model = CNNCS(CNNCSConfig(n_iter=300))
     points = [p for _, p in simulate(4, 64, seed=8)]
     a = encode_patches(model.lines, points)
     a_hat = model.recover(model.encode(a))
@@ -250,3 +261,39 @@ def test_compressed_codes_of_ground_truth_decode_to_centroids():
     for (pred, _), truth in zip(decode(model.lines, a_hat, c.code_threshold, 0.75, c.bandwidth),
                                 points, strict=True):
         assert match_points(pred, truth, 2.0).f1 == 1.0
+
+
+@pytest.mark.parametrize("variant", ["cnncs", "ecnncs1", "ecnncs2"])
+def test_older_checkpoints_name_their_variant_in_the_config(variant, tmp_path):
+    # before the variants were classes, every checkpoint was a CNNCS with config["variant"] and
+    # a copy of the tuned vote threshold in the config; both still load
+    from safetensors.torch import save_file
+
+    from proxscope.checkpoint import detection_settings, read_checkpoint, save_checkpoint
+    from proxscope.models import load
+
+    config = CNNCSConfig(patch=16, n_lines=3, m=8, width=4, n_iter=3)
+    model = VARIANTS[variant](config)
+    path = save_checkpoint(tmp_path / "new.safetensors", model, extra={"detection": {"vote_threshold": 0.3}})
+    ckpt = read_checkpoint(path)
+    assert "variant" not in ckpt.config and ckpt.model_class.endswith(type(model).__name__)
+    old = tmp_path / "old.safetensors"
+    save_file(ckpt.tensors, str(old), metadata={
+        "format": "proxscope", "format_version": "1", "model_class": "proxscope.models.cnncs:CNNCS",
+        "config": json.dumps(dataclasses.asdict(config) | {"variant": variant, "vote_threshold": 0.3}),
+        "extra": json.dumps({"vote_threshold": 0.3}),
+    })
+    for p in (path, old):
+        loaded, extra = load(p, expected=CNNCS)
+        assert type(loaded) is VARIANTS[variant]
+        assert detection_settings(extra)["vote_threshold"] == 0.3
+        codes = torch.randn(2, 3, 8)
+        assert torch.equal(loaded.recover(codes), model.eval().recover(codes))
+
+
+def test_bundled_model_loads_as_ecnncs2_with_its_tuned_vote_threshold():
+    from proxscope.tasks.cells.detect import load_detector
+
+    model, vote_threshold, extra = load_detector("cnncs", "cpu")
+    assert type(model) is ECNNCS2 and model.D.requires_grad
+    assert vote_threshold == 0.4 and extra["steps"] == 1200

@@ -6,7 +6,11 @@ import sys
 import pytest
 
 from proxscope import __version__
-from proxscope.cli import TASKS, main
+from proxscope.cli import main
+from proxscope.models import available
+from proxscope.tasks import REGISTRY, get_task
+from proxscope.tasks.base import Task
+from proxscope.tasks.commands import VERBS, bench_command, task_group
 
 
 def test_version(capsys):
@@ -14,21 +18,32 @@ def test_version(capsys):
     assert __version__ in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args", [[], ["bench"], ["demo"], *[[task] for task in TASKS]])
+@pytest.mark.parametrize("args", [[], ["bench"], ["demo"], *[[task] for task in REGISTRY]])
 def test_help_of_every_group(args, capsys):
     assert main([*args, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Usage: proxscope")
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
-def test_every_task_has_verbs_and_a_benchmark(task, capsys):
-    assert main([task, "--help"]) == 0
-    out = capsys.readouterr().out
-    for verb in ("simulate", "train", "predict", "evaluate"):
-        assert verb in out, f"{task} lacks {verb}"
-    assert main(["bench", task, "--help"]) == 0
-    assert "--quick" in capsys.readouterr().out
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_task_implements_every_verb_and_a_benchmark(name):
+    task = get_task(name)
+    assert task.name == name
+    for method in ("simulate", "train", "predictor", "bench", "demo"):
+        assert getattr(type(task), method) is not getattr(Task, method), f"{name} lacks {method}"
+    assert type(task).evaluate_pair is not Task.evaluate_pair or type(task).evaluate is not Task.evaluate
+    group = task_group(task)
+    assert sorted(group.commands) == sorted(VERBS)
+    shared = {"simulate": {"out", "seed", "quiet"},
+              "train": {"out", "model", "steps", "lr", "batch_size", "seed", "device", "threads",
+                        "resume", "quiet"},
+              "predict": {"inputs", "out", "model", "seed", "device", "threads", "quiet"},
+              "evaluate": {"pred", "truth", "out", "quiet"}}
+    for verb, names in shared.items():
+        assert names <= {p.name for p in group.commands[verb].params}, (name, verb)
+    assert {"quick", "json_path", "seed", "device", "threads", "quiet"} <= {
+        p.name for p in bench_command(task).params}
+    assert set(task.models) <= set(available())
 
 
 def test_unknown_command_is_one_line_exit_2(capsys):

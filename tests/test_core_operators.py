@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from proxscope.operators import FFTConv, MatrixOperator, MultiConv2d, ValidConv
+from proxscope.operators.lines import LineProjection
+from proxscope.operators.spod import FullSPoDConv, SPoDConv
 
 D64 = torch.float64
 
@@ -19,6 +21,11 @@ OPERATORS = {
     "multiconv-rect": (lambda: MultiConv2d(torch.randn(2, 3, 7, generator=_gen(), dtype=D64)), (2, 9, 11)),
     "validconv": (lambda: ValidConv(torch.randn(3, 3, 4, 5, generator=_gen(), dtype=D64)), (3, 14, 12)),
     "fftconv": (lambda: FFTConv(torch.randn(3, 9, 11, generator=_gen(), dtype=D64)), (3, 16, 12)),
+    "spodconv": (lambda: SPoDConv(torch.randn(4, 3, generator=_gen(), dtype=D64),
+                                  torch.randn(5, generator=_gen(1), dtype=D64)), (5, 11, 9)),
+    "fullspodconv": (lambda: FullSPoDConv(torch.randn(3, 3, 5, 4, generator=_gen(), dtype=D64)),
+                     (3, 12, 10)),
+    "lines": (lambda: LineProjection(9, 7, 5), (9, 7)),
 }
 
 

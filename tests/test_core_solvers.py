@@ -128,3 +128,18 @@ def test_fista_line_search_float32_runs_long_without_drift():
     assert float(result.step.min()) > 0.25 / op.lipschitz((400,))
     final, best = result.objective[-1], result.objective.min(0).values
     assert torch.all(final <= best * (1 + 1e-5))
+
+
+def test_momentum_schedule_is_the_rule_of_solvers_and_unrolled_layers():
+    """One rule for both (FISTA's t-sequence, APG's (k-1)/(k+2)), on hand-computed values."""
+    from proxscope.layers import unrolled
+    from proxscope.solvers.proximal_gradient import momentum_schedule
+
+    assert unrolled.momentum_schedule is momentum_schedule
+    assert momentum_schedule("none", 3) == [0.0, 0.0, 0.0]
+    assert momentum_schedule("nesterov", 4) == pytest.approx([0.0, 0.25, 0.4, 0.5])
+    t1 = (1 + 5**0.5) / 2
+    t2 = (1 + (1 + 4 * t1**2) ** 0.5) / 2
+    assert momentum_schedule("fista", 2) == pytest.approx([0.0, (t1 - 1) / t2])
+    with pytest.raises(ValueError, match="momentum must be"):
+        momentum_schedule("heavy-ball", 2)

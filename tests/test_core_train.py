@@ -26,7 +26,7 @@ def _loss(model, batch):
 
 def _trainer(out, steps, val=True):
     torch.manual_seed(0)
-    model = LISTA.from_matrix(MATRIX, lam=0.05, n_layers=3)
+    model = LISTA.from_solver(MATRIX, lam=0.05, n_layers=3)
     y_val, x_val = _sample(__import__("numpy").random.default_rng(123))
     validate = (lambda m: float(_loss(m, (y_val, x_val)))) if val else None
     config = TrainConfig(steps=steps, lr=1e-2, val_every=5, ckpt_every=5, seed=3, quiet=True)
@@ -60,13 +60,36 @@ def test_training_lowers_loss_and_keeps_best(tmp_path):
     assert float(_loss(model, (y, x))) == pytest.approx(min(vals), rel=1e-5)
 
 
+def _input_gradient_score(model):
+    """A validation score from input gradients (as a heatmap score is): mean |d loss / d y|."""
+    y, x = _sample(__import__("numpy").random.default_rng(123))
+    y.requires_grad_(True)
+    (grad,) = torch.autograd.grad(_loss(model, (y, x)), y)
+    return float(grad.abs().mean())
+
+
+def test_validation_with_input_gradients(tmp_path):
+    trainer = _trainer(tmp_path / "plain.ckpt", 5)
+    trainer.validate = _input_gradient_score
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        trainer.fit()  # default: validation under torch.no_grad
+
+    trainer = _trainer(tmp_path / "grad.ckpt", 10)
+    trainer.validate = _input_gradient_score
+    trainer.config.validation_grad = True
+    vals = [h["val"] for h in trainer.fit() if "val" in h]
+    assert len(vals) == 2 and min(vals) > 0
+    model, _ = load(tmp_path / "grad.ckpt")
+    assert _input_gradient_score(model.eval()) == pytest.approx(min(vals), rel=1e-5)
+
+
 def test_resume_without_file_is_user_error(tmp_path):
     with pytest.raises(UserError, match="no resume file"):
         _trainer(tmp_path / "none.ckpt", 5).fit(resume=True)
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path):
-    model = LISTA.from_matrix(MATRIX, lam=0.1, n_layers=2)
+    model = LISTA.from_solver(MATRIX, lam=0.1, n_layers=2)
     path = save_checkpoint(tmp_path / "m.safetensors", model, extra={"threshold": 0.5})
     loaded, extra = load(path)
     assert extra == {"threshold": 0.5}
@@ -87,7 +110,7 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
 def test_checkpoint_with_mismatched_weights(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    model = LISTA.from_matrix(MATRIX, lam=0.1, n_layers=2)
+    model = LISTA.from_solver(MATRIX, lam=0.1, n_layers=2)
     path = save_checkpoint(tmp_path / "m.safetensors", model)
     tensors = load_file(path)
     from safetensors import safe_open
@@ -126,7 +149,7 @@ def test_data_parallel_under_torchrun_keeps_ranks_in_sync(tmp_path):
     rank0, rank1 = (torch.load(f"{out}.rank{r}.pt") for r in (0, 1))
     single = _trainer(tmp_path / "single.ckpt", 6, val=False)
     single.fit()
-    initial = LISTA.from_matrix(MATRIX, lam=0.05, n_layers=3).state_dict()
+    initial = LISTA.from_solver(MATRIX, lam=0.05, n_layers=3).state_dict()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name  # gradients were averaged
     changed = [n for n in rank0 if not torch.equal(rank0[n], initial[n])]
@@ -134,3 +157,16 @@ def test_data_parallel_under_torchrun_keeps_ranks_in_sync(tmp_path):
     # two ranks see different batches, so the result differs from one process
     assert any(not torch.equal(rank0[n], single.model.state_dict()[n]) for n in changed)
     assert (tmp_path / "ddp.ckpt").is_file() and not list(tmp_path.glob("*.part"))
+
+
+def test_plateau_divides_the_learning_rate_by_ten(tmp_path):
+    """Validation that never improves after the first call: with patience 2, the learning rate
+    falls 10x after validations 3 and 5 (calls 2-3 and 4-5 are stale)."""
+    model = torch.nn.Linear(2, 1)
+    model.config = {"in_features": 2}
+    values = iter([1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    trainer = Trainer(model, lambda m, b: m(b).pow(2).mean(), lambda rng: torch.ones(4, 2),
+                      TrainConfig(steps=6, lr=1.0, val_every=1, quiet=True, plateau_patience=2),
+                      tmp_path / "m.safetensors", validate=lambda m: next(values))
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)

@@ -92,6 +92,6 @@ def test_lista_model_starts_as_ista():
     gen = torch.Generator().manual_seed(2)
     matrix = torch.randn(15, 40, generator=gen)
     y = torch.randn(3, 15, generator=gen)
-    model = LISTA.from_matrix(matrix, lam=0.1, n_layers=6)
+    model = LISTA.from_solver(matrix, lam=0.1, n_layers=6)
     expected = proximal_gradient(MatrixOperator(matrix), y, 0.1, n_iter=6, tol=0).x
     assert torch.allclose(model(y), expected, atol=1e-5)

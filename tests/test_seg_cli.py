@@ -1,5 +1,7 @@
-"""seg CLI round trips on tiny images, training pieces and user errors (exit 2, no output)."""
+"""seg CLI round trips on tiny images (one file and folders), training pieces and user errors
+(one line, exit 2, no output)."""
 
+import csv
 import json
 
 import numpy as np
@@ -9,6 +11,7 @@ import torch
 
 from proxscope.checkpoint import read_checkpoint
 from proxscope.cli import main
+from proxscope.metrics.segmentation import confusion_matrix, segmentation_report
 from proxscope.models.segmentation import build
 from proxscope.tasks.seg.predict import segment
 from proxscope.tasks.seg.train import add_training_noise, crop_sampler, nll_loss
@@ -59,15 +62,15 @@ def test_predict_png_and_evaluate_round_trip(data, tmp_path):
     root, ckpt = data
     png = tmp_path / "cell.png"
     iio.imwrite(png, tifffile.imread(root / "sim/images/sim_001.tif"))
-    out, overlay, probs = tmp_path / "mask.tif", tmp_path / "overlay.png", tmp_path / "p.tif"
+    out = tmp_path / "mask.tif"
     assert main(["seg", "predict", str(png), "--model", str(ckpt), "--out", str(out),
-                 "--overlay", str(overlay), "--probs", str(probs), "--quiet"]) == 0
+                 "--overlay", "--probs", "--quiet"]) == 0
     mask = tifffile.imread(out)
     assert mask.shape == (40, 40) and mask.dtype == np.uint8 and mask.max() <= 2
-    p = tifffile.imread(probs)
+    p = tifffile.imread(tmp_path / "mask.probs.tif")
     assert p.shape == (3, 40, 40) and np.allclose(p.sum(0), 1, atol=1e-4)
     assert np.array_equal(p.argmax(0), mask)
-    assert iio.imread(overlay).shape == (40, 40, 3)
+    assert iio.imread(tmp_path / "mask.overlay.png").shape == (40, 40, 3)
     report_path = tmp_path / "report.json"
     truth = root / "sim/masks/sim_001.tif"
     assert main(["seg", "evaluate", "--pred", str(out), "--truth", str(truth), "--out",
@@ -75,14 +78,40 @@ def test_predict_png_and_evaluate_round_trip(data, tmp_path):
     report = json.loads(report_path.read_text())
     t = tifffile.imread(truth)
     assert report["accuracy"] == pytest.approx(float((mask == t).mean()))
-    # Folders: a perfect prediction.
+    assert np.array_equal(report["confusion"], confusion_matrix(mask, t))
+
+
+def test_predict_and_evaluate_folders(data, tmp_path):
+    root, ckpt = data
+    out = tmp_path / "pred"
+    assert main(["seg", "predict", str(root / "sim/images"), "--model", str(ckpt), "--out", str(out),
+                 "--probs", "--tv-iters", "5", "--quiet"]) == 0
+    names = [f"sim_{i:03d}" for i in range(5)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["summary.csv"] + [f"{n}.tif" for n in names] + [f"{n}.probs.tif" for n in names])
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    preds = [tifffile.imread(out / f"{n}.tif") for n in names]
+    assert [r["image"] for r in rows] == [f"{n}.tif" for n in names]
+    assert float(rows[0]["fraction_class_0"]) == pytest.approx(float((preds[0] == 0).mean()), abs=1e-4)
+    report_path = tmp_path / "scores.json"
+    assert main(["seg", "evaluate", "--pred", str(out), "--truth", str(root / "sim/masks"),
+                 "--out", str(report_path), "--quiet"]) == 0
+    report = json.loads(report_path.read_text())
+    truths = [tifffile.imread(root / "sim/masks" / f"{n}.tif") for n in names]
+    expected = segmentation_report(preds, truths)  # pooled over all pixels, as the old folder report
+    pooled = report["pooled"]
+    assert report["images"] == 5 and sorted(report["per_image"]) == names
+    for key in ("accuracy", "miou", "re", "re_truth"):
+        assert pooled[key] == pytest.approx(expected[key]), key
+    assert pooled["n_pixels"] == 5 * 40 * 40 and pooled["iou"] == pytest.approx(expected["iou"])
+    # A perfect prediction.
     assert main(["seg", "evaluate", "--pred", str(root / "sim/masks"), "--truth",
                  str(root / "sim/masks"), "--out", str(report_path), "--quiet"]) == 0
-    report = json.loads(report_path.read_text())
-    assert report["miou"] == 1.0 and report["n_images"] == 5 and report["re"] == report["re_truth"]
+    pooled = json.loads(report_path.read_text())["pooled"]
+    assert pooled["miou"] == 1.0 and pooled["n_images"] == 5 and pooled["re"] == pooled["re_truth"]
 
 
-def test_user_errors_exit_2_without_output(data, tmp_path):
+def test_user_errors_are_one_line_exit_2_without_output(data, tmp_path, capsys):
     root, ckpt = data
     out = tmp_path / "mask.tif"
     gray = tmp_path / "gray.tif"
@@ -91,27 +120,41 @@ def test_user_errors_exit_2_without_output(data, tmp_path):
     tifffile.imwrite(nan, np.full((40, 40), np.nan, np.float32))
     bad_ckpt = tmp_path / "bad.safetensors"
     bad_ckpt.write_bytes(b"not a checkpoint")
-    image = str(root / "sim/images/sim_000.tif")
-    cases = [
-        ["seg", "predict", str(tmp_path / "missing.tif"), "--model", str(ckpt)],
-        ["seg", "predict", str(gray), "--model", str(ckpt)],  # grayscale into an RGB model
-        ["seg", "predict", str(nan), "--model", str(ckpt)],
-        ["seg", "predict", image, "--model", "no-such-model"],
-        ["seg", "predict", image, "--model", str(bad_ckpt)],
-        ["seg", "predict", image, "--model", str(ckpt), "--tv-iters", "-1"],
-    ]
-    for args in cases:
-        assert main([*args, "--out", str(out), "--quiet"]) == 2, args
-        assert not out.exists()
     wrong = tmp_path / "wrong.tif"
     tifffile.imwrite(wrong, np.zeros((10, 10), np.uint8))
-    assert main(["seg", "evaluate", "--pred", str(wrong), "--truth",
-                 str(root / "sim/masks/sim_000.tif"), "--out", str(out)]) == 2
-    assert main(["seg", "train", "--images", str(tmp_path), "--masks", str(tmp_path),
-                 "--out", str(out), "--quiet"]) == 2
-    assert main(["seg", "train", "--images", str(root / "sim/images"), "--masks",
-                 str(root / "sim/masks"), "--out", str(out), "--resume", "--quiet"]) == 2
-    assert not out.exists()
+    image, masks = str(root / "sim/images/sim_000.tif"), str(root / "sim/masks")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    predict = ["seg", "predict", "--out", str(out), "--quiet"]
+    train = ["seg", "train", "--out", str(out), "--quiet"]
+    cases = [
+        ([*predict, str(tmp_path / "missing.tif"), "--model", str(ckpt)], "image not found"),
+        ([*predict, str(gray), "--model", str(ckpt)], "gray.tif: expected 3 (RGB) channel(s)"),
+        ([*predict, str(nan), "--model", str(ckpt)], "nan.tif: image contains NaN or Inf"),
+        ([*predict, image, "--model", "no-such-model"], "no-such-model"),
+        ([*predict, image, "--model", str(bad_ckpt)], "bad.safetensors"),
+        ([*predict, image, "--model", str(ckpt), "--tv-iters", "-1"], "'--tv-iters': -1 is not in"),
+        ([*predict, image, "--model", "runet", "--post-tv-lam", "0.5"], "this model has a TV softmax"),
+        (["seg", "predict", image, "--out", str(tmp_path / "mask.jpg"), "--quiet"],
+         "output must end with .tif or .tiff or .png"),
+        (["seg", "evaluate", "--pred", str(wrong), "--truth", f"{masks}/sim_000.tif", "--out", str(out)],
+         "shape (10, 10) differs from ground truth"),
+        ([*train, "--images", str(empty), "--masks", str(empty)], "holds no images"),
+        ([*train, "--images", str(root / "sim/images"), "--masks", str(tmp_path / "none")],
+         "--masks: folder not found"),
+        ([*train, "--images", str(root / "sim/images"), "--masks", str(tmp_path)], "no mask"),
+        ([*train, "--images", str(root / "sim/images"), "--masks", masks, "--resume"], "no resume file"),
+        ([*train, "--images", str(root / "sim/images"), "--masks", masks, "--noisy-train", "2"],
+         "'--noisy-train': 2.0 is not in the range"),
+        (["seg", "simulate", "--out", str(tmp_path / "sim"), "--size", "16"], "'--size': 16 is not in"),
+    ]
+    capsys.readouterr()
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1 and message in err, (args, err)
+        assert not out.exists() and not (tmp_path / "mask.jpg").exists()
+    assert not (tmp_path / "sim").exists()
 
 
 def test_training_pieces():

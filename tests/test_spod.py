@@ -1,4 +1,6 @@
-"""SPoD: operators, objective (eq. 5), unrolled nets at init, simulator, training, CLI."""
+"""SPoD: forward model (eq. 3), objective (eq. 5), unrolled nets at init, simulator, training.
+
+The SPoD operators' adjoint and Lipschitz checks live in tests/test_core_operators.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from proxscope.checkpoint import build_model, read_checkpoint
 from proxscope.models.spodnet import LISTANet, SPoDNet, SPoDNetConfig
 from proxscope.operators import ValidConv
 from proxscope.operators.spod import (
@@ -24,6 +27,7 @@ from proxscope.sim.spod import SPoDSimConfig, forward_model, make_psf, simulate
 from proxscope.solvers import ista
 from proxscope.tasks.spod.data import preprocess, random_crops
 from proxscope.tasks.spod.recover import predict_model, solve
+from proxscope.train.layerwise import shrink
 
 D = torch.float64
 
@@ -63,20 +67,6 @@ def test_forward_matches_eq3_loops_and_validconv():
     assert torch.allclose(ValidConv(spod_filters(psf, 5))(x), op(x), atol=1e-12)
     assert torch.allclose(FullSPoDConv(spod_filters(psf, 5))(x), op(x), atol=1e-12)
     assert torch.equal(op.full_weight(), spod_filters(psf, 5))
-
-
-@pytest.mark.parametrize("make", [
-    lambda psf: SPoDConv(psf, torch.randn(4, dtype=D)),
-    lambda psf: FullSPoDConv(torch.randn(4, 4, *psf.shape, dtype=D)),
-])
-def test_adjoint_identity(make):
-    op = make(_psf(5, 3))
-    gen = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 4, 13, 11, dtype=D, generator=gen)
-    y = torch.randn(2, 4, 9, 9, dtype=D, generator=gen)
-    assert op(x).shape == y.shape and op.adjoint(y).shape == x.shape
-    lhs, rhs = (op(x) * y).sum(), (x * op.adjoint(y)).sum()
-    assert abs(float(lhs - rhs)) < 1e-10 * abs(float(lhs))
 
 
 def test_factorised_filter_gradcheck():
@@ -162,9 +152,8 @@ def test_fista_and_ista_minimise_eq5_like_lbfgsb():
 def test_untrained_nets_are_exactly_m_ista_iterations(cls):
     c, a, tile, m_layers, lam = 4, 5, 10, 4, 0.3
     psf = _psf(a, a, seed=6)
-    config = SPoDNetConfig(channels=c, psf_size=[a, a], n_layers=m_layers, threshold="nonneg",
-                           lam=lam, tile=tile)
-    net = cls(config).double().init_ista(psf)
+    config = dict(channels=c, n_layers=m_layers, lam=lam, tile=tile)
+    net = cls.from_solver(psf, prox="nonneg", **config)
     y = torch.rand(2, c, tile, tile, dtype=D, generator=torch.Generator().manual_seed(7))
     y[..., : tile // 2, :] = 0  # a dark half, where A^T y < θ: LST and NST differ there
     op = SPoDConv.from_psf(psf, c)
@@ -177,8 +166,7 @@ def test_untrained_nets_are_exactly_m_ista_iterations(cls):
         assert float(x.abs().max()) > 0
         assert torch.allclose(x, ref.x, atol=1e-12, rtol=0)
         # LST at init: the same recursion with R̂ (eq. 11), then [x]_+.
-        net_lst = cls(SPoDNetConfig(**{**config.__dict__, "threshold": "leaky"})).double()
-        net_lst.init_ista(psf)
+        net_lst = cls.from_solver(psf, prox="leaky", **config)
         z = torch.zeros_like(ref.x)
         theta = core_lam(lam, x_shape, c, (a, a)) * step
         for _ in range(m_layers):
@@ -195,8 +183,7 @@ def test_training_loss_gradients_survive_a_zeroed_output_only_with_lst(threshold
 
     c, a, tile, lam = 3, 3, 8, 0.1
     psf = _psf(a, a, seed=10)
-    net = SPoDNet(SPoDNetConfig(channels=c, psf_size=[a, a], n_layers=2, threshold=threshold,
-                                lam=lam, tile=tile)).double().init_ista(psf)
+    net = SPoDNet.from_solver(psf, channels=c, n_layers=2, prox=threshold, lam=lam, tile=tile)
     y = torch.rand(2, c, tile, tile, dtype=D, generator=torch.Generator().manual_seed(11))
     op = SPoDConv.from_psf(psf, c)
     with torch.no_grad():
@@ -216,7 +203,8 @@ def test_training_loss_gradients_survive_a_zeroed_output_only_with_lst(threshold
         assert sum(float(g.abs().sum()) for g in cut_grads if g is not None) == 0
     else:
         assert float(x_last.abs().max()) == 0 and total == 0
-    assert float(loss) == pytest.approx(float(spod_objective(op, x_last, y, lam, relaxed=True).sum()))
+    assert float(loss.detach()) == pytest.approx(
+        float(spod_objective(op, x_last, y, lam, relaxed=True).sum()))
 
 
 def test_parameter_counts_seed_sizes():
@@ -228,10 +216,9 @@ def test_parameter_counts_seed_sizes():
 
 
 def test_shrink_scales_only_that_layer():
-    net = SPoDNet(SPoDNetConfig(channels=3, psf_size=[3, 3], n_layers=3, tile=8))
-    net.init_ista(_psf(3, 3).float())
+    net = SPoDNet.from_solver(_psf(3, 3).float(), channels=3, n_layers=3, tile=8)
     before = [p.detach().clone() for p in net.parameters()]
-    net.shrink_layer(1, 0.3)
+    shrink(net, 1, 0.3)
     changed = {id(p) for p in net.layer_parameters(1)}
     for p, old in zip(net.parameters(), before, strict=True):
         expected = old * 0.3 if id(p) in changed else old
@@ -240,8 +227,7 @@ def test_shrink_scales_only_that_layer():
 
 def test_tiled_prediction_equals_whole_image_for_one_layer():
     a, c = 3, 3
-    net = SPoDNet(SPoDNetConfig(channels=c, psf_size=[a, a], n_layers=1, tile=12)).double()
-    net.init_ista(_psf(a, a, seed=8))
+    net = SPoDNet.from_solver(_psf(a, a, seed=8), channels=c, n_layers=1, tile=12)
     y = torch.rand(1, c, 40, 33, dtype=D, generator=torch.Generator().manual_seed(9))
     whole = net(y)
     tiled = predict_model(net, y, tile=12, overlap=4)
@@ -291,3 +277,20 @@ def test_random_crops_are_crops_or_flips():
                       lambda v: v[:, ::-1, ::-1])
         )
         assert found
+
+
+def test_bundled_weights_load_with_the_former_config_name(tmp_path):
+    """The bundled checkpoint stores ``threshold: 'leaky'`` (now ``prox``); it loads unchanged,
+    and a model saved today reloads with ``prox``."""
+    from proxscope.checkpoint import save_checkpoint
+    from proxscope.models import load, resolve
+
+    ckpt = read_checkpoint(resolve("spodnet"))
+    assert ckpt.config["threshold"] == "leaky" and "prox" not in ckpt.config
+    model, _ = load("spodnet")
+    assert model.config.prox == "leaky" and model.config.lam == 0.1
+    assert torch.equal(model.unrolled.step[0].detach(), ckpt.tensors["unrolled.step.0"])
+    path = save_checkpoint(tmp_path / "m.safetensors", LISTANet.from_solver(
+        _psf(3, 3).float(), channels=2, n_layers=1, prox="nonneg", tile=8))
+    again = build_model(read_checkpoint(path))
+    assert isinstance(again, LISTANet) and again.config.prox == "nonneg"

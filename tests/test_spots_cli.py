@@ -1,4 +1,5 @@
-"""spots CLI round trips on tiny simulated images, and user mistakes -> exit 2, no output."""
+"""spots CLI round trips on tiny simulated images (one image, a folder of images), and user
+mistakes -> a one-line error, exit 2, no output."""
 
 import json
 
@@ -49,8 +50,9 @@ def test_simulate_files(data):
 def test_train_resume_predict_evaluate(data, checkpoint, tmp_path, capsys):
     from proxscope.models import load
 
-    model, extra = load(checkpoint)
-    assert extra["radius"] == 3.0 and "threshold" in extra
+    _, extra = load(checkpoint)
+    assert extra["radius"] == 3.0 and set(extra["detection"]) == {"threshold", "sigma"}
+
     def train_args(steps):
         return ["spots", "train", "--data", str(data / "d1"), "--val", str(data / "d2"),
                 "--out", str(tmp_path / "r.safetensors"), "--steps", str(steps), "--crop", "16",
@@ -104,6 +106,7 @@ def test_evaluate_hand_made(tmp_path, capsys):
 
 
 def _bad_inputs(tmp_path, data, checkpoint):
+    """name -> (arguments, start of the one-line error message)."""
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8))
     nan = tmp_path / "nan.tif"
@@ -113,40 +116,56 @@ def _bad_inputs(tmp_path, data, checkpoint):
     image = str(data / "d1" / "image.tif")
     out = str(tmp_path / "out")
     return {
-        "missing image": ["spots", "predict", str(tmp_path / "nope.tif"), "--out", out],
-        "rgb": ["spots", "predict", str(rgb), "--model", str(checkpoint), "--out", out],
-        "nan": ["spots", "predict", str(nan), "--model", str(checkpoint), "--out", out],
-        "unknown model": ["spots", "predict", image, "--model", "nosuchmodel", "--out", out],
-        "corrupt checkpoint": ["spots", "predict", image, "--model", str(junk), "--out", out],
-        "missing data": ["spots", "train", "--data", str(tmp_path / "none"), "--out",
-                         str(tmp_path / "out" / "m.safetensors")],
-        "resume without file": ["spots", "train", "--data", str(data / "d1"), "--out",
-                                str(tmp_path / "out" / "m.safetensors"), "--resume", "--quiet"],
-        "bad csv": ["spots", "evaluate", "--pred", str(junk), "--truth",
-                    str(data / "d1" / "cells.csv"), "--out", str(tmp_path / "out" / "e.json")],
-        "bad size": ["spots", "simulate", "--size", "2", "--out", out],
+        "missing image": (["spots", "predict", str(tmp_path / "nope.tif"), "--out", out],
+                          "error: image not found:"),
+        "rgb": (["spots", "predict", str(rgb), "--model", str(checkpoint), "--out", out],
+                f"error: {rgb}: expected 1 (grey) channel(s), got shape (3, 16, 16)"),
+        "nan": (["spots", "predict", str(nan), "--model", str(checkpoint), "--out", out],
+                f"error: {nan}: "),
+        "unknown model": (["spots", "predict", image, "--model", "nosuchmodel", "--out", out],
+                          "error: unknown model 'nosuchmodel'"),
+        "corrupt checkpoint": (["spots", "predict", image, "--model", str(junk), "--out", out],
+                               f"error: {junk}: not a readable proxscope checkpoint"),
+        "missing data": (["spots", "train", "--data", str(tmp_path / "none"), "--out",
+                          str(tmp_path / "out" / "m.safetensors")],
+                         f"error: data folder not found: {tmp_path / 'none'}"),
+        "resume without file": (["spots", "train", "--data", str(data / "d1"), "--out",
+                                 str(tmp_path / "out" / "m.safetensors"), "--resume", "--quiet"],
+                                "error: --resume: "),
+        "bad csv": (["spots", "evaluate", "--pred", str(junk), "--truth",
+                     str(data / "d1" / "cells.csv"), "--out", str(tmp_path / "out" / "e.json")],
+                    f"error: {junk}: "),
+        "bad size": (["spots", "simulate", "--size", "2", "--out", out],
+                     "error: Invalid value for '--size': 2 is not in the range x>=8."),
+        "bad radius": (["spots", "evaluate", "--pred", str(data / "d1" / "cells.csv"), "--truth",
+                        str(data / "d1" / "cells.csv"), "--radius", "0"],
+                       "error: Invalid value for '--radius': 0.0 is not in the range x>0."),
+        "old option": (["spots", "train", "--data", str(data / "d1"), "--out",
+                        str(tmp_path / "out" / "m.safetensors"), "--epochs", "3"],
+                       "error: No such option '--epochs'. Did you mean '--steps'?"),
     }
 
 
 def test_bad_inputs_exit_2_without_output(tmp_path, data, checkpoint, capsys):
-    for name, args in _bad_inputs(tmp_path, data, checkpoint).items():
+    for name, (args, message) in _bad_inputs(tmp_path, data, checkpoint).items():
         assert main(args) == 2, name
         err = capsys.readouterr().err
-        assert err.startswith("error:") and err.count("\n") == 1, (name, err)
+        assert err.startswith(message) and err.count("\n") == 1, (name, err)
         assert not (tmp_path / "out").exists(), name
 
 
 def test_predict_uses_the_detect_sigma_stored_with_the_threshold(data, checkpoint, tmp_path):
     """A trained checkpoint stores the LoG sigma its threshold was fitted for; one made before
-    the LoG rule (no ``detect_sigma``) is scored on the plain temporal mean."""
+    the LoG rule (top-level ``threshold``, no ``detect_sigma``) is scored on the plain temporal
+    mean."""
     from proxscope.checkpoint import save_checkpoint
     from proxscope.models import load
     from proxscope.tasks.spots.predict import DETECT_SIGMA, detect
 
     model, extra = load(checkpoint)
-    assert extra["detect_sigma"] == DETECT_SIGMA
+    assert extra["detection"]["sigma"] == DETECT_SIGMA
     old = tmp_path / "old.safetensors"
-    save_checkpoint(old, model, extra={k: v for k, v in extra.items() if k != "detect_sigma"})
+    save_checkpoint(old, model, extra={"threshold": extra["detection"]["threshold"]})
     out = tmp_path / "pred_old"
     assert main(["spots", "predict", str(data / "d1" / "image.tif"), "--model", str(old),
                  "--out", str(out), "--threshold", "0", "--quiet"]) == 0
@@ -156,3 +175,46 @@ def test_predict_uses_the_detect_sigma_stored_with_the_threshold(data, checkpoin
     _, sharpened = detect(secretion, sigma=DETECT_SIGMA)
     np.testing.assert_allclose(cols["score"], plain, rtol=1e-5)
     assert len(sharpened) != len(plain) or not np.allclose(sharpened, plain)
+
+
+def test_predict_and_evaluate_folders(data, checkpoint, tmp_path, capsys):
+    """A folder of images -> one folder per image + summary.csv; evaluate pairs OUT/<name>/cells.csv
+    with the simulated DATA/<name>/cells.csv and pools the counts over images."""
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("d1", "d2"):
+        shutil.copy(data / name / "image.tif", images / f"{name}.tif")
+    out = tmp_path / "pred"
+    assert main(["spots", "predict", str(images), "--model", str(checkpoint), "--out", str(out),
+                 "--threshold", "0", "--quiet"]) == 0
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0] == "image,cells,threshold" and len(summary) == 3
+    per_image = {}
+    for name in ("d1", "d2"):
+        yx, _ = read_points(out / name / "cells.csv")
+        assert int(summary[1 + int(name == "d2")].split(",")[1]) == len(yx) > 0
+        capsys.readouterr()
+        assert main(["spots", "evaluate", "--pred", str(out / name / "cells.csv"), "--truth",
+                     str(data / name / "cells.csv")]) == 0
+        per_image[name] = json.loads(capsys.readouterr().out)
+    assert main(["spots", "evaluate", "--pred", str(out), "--truth", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 2 and result["per_image"] == per_image
+    pooled = result["pooled"]
+    for key in ("tp", "fp", "fn", "n_pred", "n_truth"):
+        assert pooled[key] == sum(r[key] for r in per_image.values())
+    assert pooled["n_truth"] == 12
+    tp, fp, fn = pooled["tp"], pooled["fp"], pooled["fn"]
+    assert pooled["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert pooled["mean_best_f1"] == pytest.approx(np.mean([r["best_f1"] for r in per_image.values()]))
+
+
+def test_train_batches_of_several_crops(data, tmp_path):
+    out = tmp_path / "b.safetensors"
+    assert main(["spots", "train", "--data", str(data / "d1"), "--val", str(data / "d2"),
+                 "--model", "convnet", "--out", str(out), "--steps", "2", "--batch-size", "3",
+                 "--crop", "16", "--val-every", "1", "--quiet"]) == 0
+    extra = read_checkpoint(out).extra
+    assert extra["batch_size"] == 3 and extra["detection"]["sigma"] == 1.0

@@ -10,9 +10,9 @@ from proxscope.models.spotnet import SpotConvNet, SpotConvNetConfig, SpotNet, cr
 from proxscope.operators import FFTConv, MultiConv2d
 from proxscope.prox import nonneg_group_soft_threshold
 from proxscope.solvers import apg
-from proxscope.tasks.spots.bench import apg_step
-from proxscope.tasks.spots.evaluate import score_image
-from proxscope.tasks.spots.predict import detect, prepare_image, profiles
+from proxscope.tasks.spots.evaluate import pool_scores, score_image
+from proxscope.tasks.spots.predict import detect, profiles
+from proxscope.tasks.spots.train import crop_sampler
 
 
 def _gauss_kernels(k=4, size=11):
@@ -25,7 +25,7 @@ def _gauss_kernels(k=4, size=11):
 def test_spotnet_init_equals_three_apg_iterations():
     kernels = _gauss_kernels()
     y = torch.rand(2, 1, 24, 20) * 50
-    net = SpotNet.from_kernels(kernels, lam=0.3, in_shape=(24, 20))
+    net = SpotNet.from_solver(kernels, lam=0.3, in_shape=(24, 20))
     op = MultiConv2d(crop_kernels(kernels.float(), 5))
     step = 1.0 / op.lipschitz((4, 24, 20))
     ref = apg(op, y, 0.3, nonneg_group_soft_threshold, n_iter=3, tol=0.0, step=step, track=False)
@@ -36,7 +36,7 @@ def test_spotnet_init_equals_three_apg_iterations():
 
 
 def test_spotnet_trainable_parameters_and_gradients():
-    net = SpotNet.from_kernels(_gauss_kernels(), lam=0.1, in_shape=(16, 16))
+    net = SpotNet.from_solver(_gauss_kernels(), lam=0.1, in_shape=(16, 16))
     names = {n for n, p in net.named_parameters() if p.requires_grad}
     assert names == {"net.threshold", "net.momentum"} | {f"net.ops.{i}.kernels" for i in range(3)}
     assert net.n_parameters() == 3 * 4 * 25 + 6
@@ -59,7 +59,7 @@ def test_convnet_layout_and_nonnegative_output():
 @pytest.mark.parametrize("cls", ["spotnet", "convnet"])
 def test_checkpoint_round_trip(tmp_path, cls):
     if cls == "spotnet":
-        model = SpotNet.from_kernels(_gauss_kernels(), lam=0.2, in_shape=(12, 12))
+        model = SpotNet.from_solver(_gauss_kernels(), lam=0.2, in_shape=(12, 12))
     else:
         model = SpotConvNet(SpotConvNetConfig(n_channels=30))
     path = save_checkpoint(tmp_path / "m.safetensors", model, extra={"threshold": 1.5})
@@ -68,9 +68,10 @@ def test_checkpoint_round_trip(tmp_path, cls):
     torch.testing.assert_close(loaded(x), model(x))
 
 
-def test_apg_step_bounds_the_lipschitz_constant():
+def test_fftconv_spectral_bound_bounds_the_lipschitz_constant():
+    """The APG step bound: above ||A||^2 (power iteration), and close to it for smooth kernels."""
     op = FFTConv(_gauss_kernels(3, 9))
-    bound = 1.0 / apg_step(op, (16, 16))
+    bound = op.lipschitz((3, 16, 16), bound=True)
     assert op.lipschitz((3, 16, 16)) <= bound * (1 + 1e-6)
     assert bound < 1.2 * op.lipschitz((3, 16, 16))
 
@@ -118,16 +119,27 @@ def test_score_image_and_pooled_threshold():
     assert threshold == pytest.approx(1.0) and f1 == pytest.approx(8 / 9)  # TP 4, FP 1, FN 0
 
 
-def test_prepare_image_scaling_and_errors():
-    from proxscope.errors import UserError
+def test_pool_scores_sums_counts_and_averages_best_f1():
+    results = {"a": {"tp": 2, "fp": 0, "fn": 1, "n_pred": 2, "n_truth": 3, "best_f1": 0.8},
+               "b": {"tp": 1, "fp": 1, "fn": 0, "n_pred": 2, "n_truth": 1, "best_f1": 1.0}}
+    pooled = pool_scores(results)
+    assert (pooled["tp"], pooled["fp"], pooled["fn"]) == (3, 1, 1)
+    assert pooled["f1"] == pytest.approx(6 / 8) and pooled["precision"] == pytest.approx(0.75)
+    assert (pooled["n_pred"], pooled["n_truth"]) == (4, 4)
+    assert pooled["mean_best_f1"] == pytest.approx(0.9)
+    del results["b"]["best_f1"]
+    assert "mean_best_f1" not in pool_scores(results)
 
-    img = np.arange(100, dtype=np.uint16).reshape(10, 10)
-    out = prepare_image(img)
-    assert out.dtype == np.float32 and out.max() == pytest.approx(255.0)
-    np.testing.assert_allclose(prepare_image(img[None]), out)
-    with pytest.raises(UserError, match="single-channel"):
-        prepare_image(np.zeros((10, 10, 3)))
-    with pytest.raises(UserError, match="blank"):
-        prepare_image(np.zeros((10, 10)))
-    with pytest.raises(UserError, match="NaN"):
-        prepare_image(np.full((10, 10), np.nan))
+
+def test_crop_sampler_batches_keep_image_and_target_aligned():
+    """Each crop of the image is the same crop / turn / flip of the target (here: target = the
+    image in every channel), in batches of the requested size."""
+    rng = np.random.default_rng(0)
+    images = [rng.random((20, 24), dtype=np.float32) for _ in range(2)]
+    samples = [(im, np.stack([im, 2 * im]), np.zeros((0, 2))) for im in images]
+    images_b, targets_b = crop_sampler(samples, crop=8, batch_size=3)(np.random.default_rng(1))
+    assert images_b.shape == (3, 1, 8, 8) and targets_b.shape == (3, 2, 8, 8)
+    torch.testing.assert_close(targets_b[:, :1], images_b)
+    torch.testing.assert_close(targets_b[:, 1:], 2 * images_b)
+    whole, _ = crop_sampler(samples, crop=0)(np.random.default_rng(1))
+    assert whole.shape == (1, 1, 20, 20)

@@ -102,8 +102,10 @@ def read_checkpoint(path: str | Path, device="cpu") -> Checkpoint:
     return Checkpoint(tensors, model_class, config, extra)
 
 
-def build_model(ckpt: Checkpoint, expected: type | None = None, source: str = "checkpoint"):
-    """Instantiate the checkpoint's model class from its config and load its weights."""
+def build_model(ckpt: Checkpoint, expected: type | tuple[type, ...] | None = None,
+                source: str = "checkpoint"):
+    """Instantiate the checkpoint's model class from its config and load its weights;
+    ``expected``: the class (or classes) the model must be."""
     module_name, _, qualname = ckpt.model_class.partition(":")
     if not module_name.startswith("proxscope."):
         raise CheckpointError(f"{source}: refusing to import model class {ckpt.model_class!r}")
@@ -113,7 +115,8 @@ def build_model(ckpt: Checkpoint, expected: type | None = None, source: str = "c
         raise CheckpointError(f"{source}: unknown model class {ckpt.model_class!r}") from None
     if expected is not None and not issubclass(cls, expected):
         raise CheckpointError(
-            f"{source}: holds a {cls.__name__}, expected a {expected.__name__}"
+            f"{source}: holds a {cls.__name__}, expected a "
+            + " or ".join(c.__name__ for c in (expected if isinstance(expected, tuple) else (expected,)))
         )
     try:
         model = cls.from_config(ckpt.config)

@@ -10,14 +10,16 @@ from pathlib import Path
 from .data.io import atomic_path
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it; returns the path."""
+def save_figure(fig, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it; returns the path. ``tight``:
+    crop to the drawn content (with a small margin); off: the figure's own size in pixels
+    (e.g. an overlay of exactly one figure pixel per image pixel)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     finally:
         plt.close(fig)
     return path

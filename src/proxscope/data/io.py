@@ -31,9 +31,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod(0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual permissions
     try:
         yield tmp
+        # mkstemp creates 0600 (and some writers recreate the file): the usual permissions
+        tmp.chmod(0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -183,8 +184,10 @@ def pair_files(
     """Pair the files under two folders by image name -> ``{name: (pred, truth)}``.
 
     A file's name is its path below the folder without suffix; a file called ``filename``
-    (e.g. ``cells.csv`` in a per-image folder) is named after its folder. Raises
-    :class:`UserError` when a folder is missing or no name is in both."""
+    (e.g. ``cells.csv`` in a per-image folder) is named after its folder. Predictions without a
+    truth are left out. Raises :class:`UserError` when a folder is missing, no name is in both,
+    or a truth file (with ``filename``: a truth file of that name) has no prediction (scores
+    over the rest would silently leave it out)."""
 
     def names(root: Path) -> dict[str, Path]:
         if not root.is_dir():
@@ -201,6 +204,11 @@ def pair_files(
     common = sorted(set(pred_files) & set(truth_files))
     if not common:
         raise UserError(f"no prediction in {pred} has a truth of the same name in {truth}")
+    expected = {k for k, p in truth_files.items() if filename is None or p.name == filename}
+    missing = sorted(expected - set(pred_files))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise UserError(f"{len(missing)} truth file(s) in {truth} have no prediction in {pred}: {shown}")
     return {name: (pred_files[name], truth_files[name]) for name in common}
 
 

@@ -34,8 +34,8 @@ def to_channels_first(image: np.ndarray, max_channels: int = 4) -> np.ndarray:
 
 def prepare_image(
     image: np.ndarray,
-    channels: tuple[int, ...] = (1, 3),
-    normalize: str = "percentile",
+    channels: tuple[int, ...] | None = (1, 3),
+    normalize: str | None = "percentile",
     per_channel: bool = False,
     pad_to: int = 0,
     source: str = "image",
@@ -43,12 +43,13 @@ def prepare_image(
     """Check and normalise an input image -> float32 (C, H, W), the one input path of every task.
 
     Accepts (H, W), (H, W, C) or (C, H, W) of any integer or float type; RGBA drops alpha. C must
-    be one of ``channels``. ``normalize``: 'percentile' maps the 1 % / 99.8 % percentiles to 0 / 1
-    (over all channels, or each channel when ``per_channel``); 'max' shifts negative values to 0
-    and scales the maximum to 255 (the FluoroSpot simulator's scale). ``pad_to``: pad (row /
-    column medians) up to this size. Raises :class:`UserError` (one line naming ``source``) for
-    another pixel type, shape or channel count, NaN/Inf, an image under 8 x 8, or a blank image
-    with 'max'."""
+    be one of ``channels`` (None: any, e.g. a polarization stack; RGBA then stays 4 channels).
+    ``normalize``: 'percentile' maps the 1 % / 99.8 % percentiles to 0 / 1 (over all channels, or
+    each channel when ``per_channel``); 'max' shifts negative values to 0 and scales the maximum
+    to 255 (the FluoroSpot simulator's scale); None keeps the values (the task normalises).
+    ``pad_to``: pad (row / column medians) up to this size. Raises :class:`UserError` (one line
+    naming ``source``) for another pixel type, shape or channel count, NaN/Inf, an image under
+    8 x 8, or a blank image with 'max'."""
     image = np.asarray(image)
     if image.dtype == bool or not (
         np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
@@ -57,9 +58,9 @@ def prepare_image(
     if image.ndim not in (2, 3):
         raise UserError(f"{source}: expected a 2-D image (grey or colour), got shape {image.shape}")
     image = to_channels_first(image)
-    if image.shape[0] == 4 and 4 not in channels:
+    if channels is not None and image.shape[0] == 4 and 4 not in channels:
         image = image[:3]
-    if image.shape[0] not in channels:
+    if channels is not None and image.shape[0] not in channels:
         kinds = " or ".join({1: "1 (grey)", 3: "3 (RGB)"}.get(c, str(c)) for c in channels)
         raise UserError(f"{source}: expected {kinds} channel(s), got shape {image.shape}")
     if not np.isfinite(image).all():
@@ -75,8 +76,8 @@ def prepare_image(
         if peak <= 0:
             raise UserError(f"{source}: image is blank (all zeros)")
         image = image * (255.0 / peak)
-    else:
-        raise ValueError(f"normalize must be 'percentile' or 'max', got {normalize!r}")
+    elif normalize is not None:
+        raise ValueError(f"normalize must be 'percentile', 'max' or None, got {normalize!r}")
     pad_h, pad_w = max(0, pad_to - image.shape[1]), max(0, pad_to - image.shape[2])
     if pad_h or pad_w:
         image = np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)), mode="median")
@@ -117,3 +118,56 @@ def random_crop_rot_flip(
                 points = np.stack([points[:, 0], size - 1 - points[:, 1]], 1)
     arrays = [np.ascontiguousarray(a) for a in arrays]
     return arrays[0], arrays[1:], points
+
+
+def random_fundus_augment(image, generator=None, mask=None, max_shift: float = 10.0,
+                          scale: tuple[float, float] = (0.85, 1.15),
+                          contrast: tuple[float, float] = (0.6, 1 / 0.6)):
+    """Training augmentation of the retina system (seed: deep-image-mining-retinopathy-
+    heatmaps.txt Sec. 5.1.1): per image a rotation uniform in [0, 360°), a translation uniform in
+    [-max_shift, max_shift] px per axis, a scale uniform in ``scale``, a left-right flip with
+    probability 1/2 and a contrast factor log-uniform in ``contrast`` (multiplies the
+    background-subtracted image), all in one ``F.affine_grid``/``F.grid_sample`` warp about the
+    image centre (bilinear, zeros outside).
+
+    ``image``: float tensor (N, C, H, W); ``mask``: optional integer tensor (N, H, W) or
+    (N, 1, H, W) warped the same way with nearest-neighbour sampling (values are kept, 0
+    outside). ``generator``: a ``torch.Generator``, a ``numpy.random.Generator``, an int seed or
+    None (torch's global generator); the six numbers per image are drawn in one call.
+    Returns (augmented image, augmented mask or None)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    if not torch.is_tensor(image) or image.ndim != 4 or not image.is_floating_point():
+        raise ValueError("random_fundus_augment expects a float tensor (N, C, H, W)")
+    n, _, h, w = image.shape
+    if isinstance(generator, np.random.Generator):
+        u = torch.from_numpy(generator.random((n, 6)))
+    else:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            generator = torch.Generator().manual_seed(int(generator))
+        u = torch.rand((n, 6), generator=generator, dtype=torch.float64)
+    angle = 2 * math.pi * u[:, 0]
+    shift = (2 * u[:, 1:3] - 1) * max_shift  # (tx, ty) in pixels
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 3]
+    flip = torch.where(u[:, 4] < 0.5, -1.0, 1.0).to(torch.float64)
+    factor = torch.exp(math.log(contrast[0]) + (math.log(contrast[1]) - math.log(contrast[0])) * u[:, 5])
+    # Output pixel p (centred, pixel units, (x, y)) samples the input at A (p - t), with
+    # A = flip . R(-angle) / s: the inverse of "flip, rotate, scale, translate".
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    a = torch.stack([torch.stack([cos * flip, sin * flip], -1), torch.stack([-sin, cos], -1)], -2)
+    a = a / s[:, None, None]
+    t = -(a @ shift[:, :, None])[..., 0]
+    d = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64)  # pixels -> normalised units
+    theta = torch.cat([a * d[None, :, None] / d[None, None, :], (t * d)[:, :, None]], 2)
+    grid = F.affine_grid(theta.to(image.dtype).to(image.device), list(image.shape), align_corners=False)
+    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out * factor.to(image.dtype).to(image.device)[:, None, None, None]
+    if mask is None:
+        return out, None
+    m = mask if mask.ndim == 4 else mask[:, None]
+    warped = F.grid_sample(m.to(grid.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    warped = warped.round().to(mask.dtype)
+    return out, (warped if mask.ndim == 4 else warped[:, 0])

@@ -6,7 +6,8 @@ operator A_m, step η_m, threshold θ_m and momentum β_m, all trainable.
     z_m = x_m + β_m (x_m − x_{m−1})
 
 ``from_solver(op, lam, n_layers)`` sets A_m = A, η_m = 1/L, θ_m = lam/L and β_m from the solver's
-momentum rule, so the untrained network *is* n_layers iterations of ISTA / FISTA / APG.
+momentum rule (:func:`~proxscope.solvers.proximal_gradient.momentum_schedule`, the
+solvers' own), so the untrained network *is* n_layers iterations of ISTA / FISTA / APG.
 
 Seed: spodnet-lista-spod-microscopy.txt Sec. 3 (LISTA-Net, Fig. 5);
 spotnet-fluorospot-learned-iterations.txt Fig. 2 (unrolled APG).
@@ -15,7 +16,6 @@ spotnet-fluorospot-learned-iterations.txt Fig. 2 (unrolled APG).
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -23,22 +23,14 @@ from torch import nn
 
 from ..operators.base import LinearOperator
 from ..prox import soft_threshold
+from ..solvers.proximal_gradient import momentum_schedule
 
 
-def momentum_schedule(rule: str, n_layers: int) -> list[float]:
-    """β_1..β_M of the solver's momentum rule ('none', 'fista' or 'nesterov')."""
-    if rule == "none":
-        return [0.0] * n_layers
-    if rule == "nesterov":
-        return [(k - 1) / (k + 2) for k in range(1, n_layers + 1)]
-    if rule == "fista":
-        betas, t = [], 1.0
-        for _ in range(n_layers):
-            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            betas.append((t - 1) / t_new)
-            t = t_new
-        return betas
-    raise ValueError(f"momentum must be 'none', 'fista' or 'nesterov', got {rule!r}")
+def _parameters(values: Sequence[float], per_layer: bool) -> nn.Parameter | nn.ParameterList:
+    dtype = torch.get_default_dtype()
+    if per_layer:
+        return nn.ParameterList(nn.Parameter(torch.tensor(float(v), dtype=dtype)) for v in values)
+    return nn.Parameter(torch.tensor(list(values), dtype=dtype))
 
 
 class UnrolledProximalGradient(nn.Module):
@@ -46,7 +38,9 @@ class UnrolledProximalGradient(nn.Module):
 
     ops: one operator per layer (deep copies are *not* made here); step, threshold, momentum:
     one value per layer. ``output`` is applied to the last iterate (e.g. ``torch.relu`` for the
-    [x]_+ post-threshold of SPoD-Net eq. (11)).
+    [x]_+ post-threshold of SPoD-Net eq. (11)). ``per_layer``: step and threshold as one scalar
+    Parameter per layer (an ``nn.ParameterList``) instead of one (M,) tensor, so layer-wise
+    training (:mod:`proxscope.train.layerwise`) can give each layer its own optimizer group.
     """
 
     def __init__(
@@ -58,6 +52,7 @@ class UnrolledProximalGradient(nn.Module):
         prox: Callable = soft_threshold,
         learn_momentum: bool = False,
         output: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        per_layer: bool = False,
     ):
         super().__init__()
         n = len(ops)
@@ -65,8 +60,8 @@ class UnrolledProximalGradient(nn.Module):
         if not (len(step) == len(threshold) == len(momentum) == n):
             raise ValueError("ops, step, threshold and momentum need one entry per layer")
         self.ops = nn.ModuleList(ops)
-        self.step = nn.Parameter(torch.tensor(list(step), dtype=torch.get_default_dtype()))
-        self.threshold = nn.Parameter(torch.tensor(list(threshold), dtype=torch.get_default_dtype()))
+        self.step = _parameters(step, per_layer)
+        self.threshold = _parameters(threshold, per_layer)
         self.momentum = nn.Parameter(
             torch.tensor(momentum, dtype=torch.get_default_dtype()), requires_grad=learn_momentum
         )

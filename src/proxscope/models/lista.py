@@ -27,7 +27,7 @@ class LISTAConfig:
 
 
 class LISTA(ConfigModule):
-    """y (B, m) -> x (B, n). Build with :meth:`from_matrix` to start as exact solver iterations."""
+    """y (B, m) -> x (B, n). Build with :meth:`from_solver` to start as exact solver iterations."""
 
     config_class = LISTAConfig
 
@@ -46,7 +46,7 @@ class LISTA(ConfigModule):
         )
 
     @classmethod
-    def from_matrix(
+    def from_solver(
         cls, matrix: torch.Tensor, lam: float, n_layers: int = 10, nonneg: bool = False,
         momentum: str = "none",
     ) -> LISTA:

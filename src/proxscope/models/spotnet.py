@@ -68,7 +68,7 @@ class SpotNet(ConfigModule):
         self.net = net
 
     @classmethod
-    def from_kernels(
+    def from_solver(
         cls, kernels: torch.Tensor, lam: float, in_shape: tuple[int, int], config=None
     ) -> SpotNet:
         """Exactly ``n_layers`` APG iterations (Nesterov momentum, step 1/||A||²) for eq. (2)

@@ -96,6 +96,19 @@ class FFTConv(MultiConv2d):
             self.__dict__["_spectra_cache"] = cache
         return cache[1], size
 
+    def lipschitz(self, in_shape: tuple[int, ...], *args, bound: bool = False, **kwargs) -> float:
+        """||A||² by power iteration (:meth:`LinearOperator.lipschitz`, same arguments), or with
+        ``bound`` the spectral upper bound L = max_ω Σ_k |ĥ_k(ω)|² on a frequency grid twice the
+        padded size: one FFT instead of hundreds of iterations with kernels of hundreds of pixels,
+        and 1/L is a safe constant APG step (the zero-padded convolution is a restriction of the
+        circular one on that grid, whose A A^T has eigenvalues Σ_k |ĥ_k(ω)|²). ``in_shape`` =
+        (K, H, W). Seed: spotnet-fluorospot-learned-iterations.txt eq. (2) (APG step)."""
+        if not bound:
+            return super().lipschitz(in_shape, *args, **kwargs)
+        (h, w), (kh, kw) = in_shape[-2:], self.kernels.shape[-2:]
+        spectra = torch.fft.rfft2(self.kernels.detach(), s=(2 * (h + kh), 2 * (w + kw)))
+        return float(spectra.abs().pow(2).sum(0).max())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         kh, kw = self.kernels.shape[-2:]

@@ -57,6 +57,26 @@ def lasso_objective(
     return data_fidelity(op, x, y) + torch.as_tensor(lam, dtype=x.dtype, device=x.device) * penalty(x)
 
 
+def momentum_schedule(rule: str, n: int) -> list[float]:
+    """β_1..β_n of a momentum rule, the one used by the solvers and the unrolled layers:
+    'none': β = 0 (ISTA); 'fista': t_0 = 1, t_k = (1 + sqrt(1 + 4 t_{k−1}²))/2,
+    β_k = (t_{k−1} − 1)/t_k (Beck & Teboulle); 'nesterov': β_k = (k−1)/(k+2) (APG).
+
+    Seed: spotnet-fluorospot-learned-iterations.txt eq. (2), Fig. 2 (APG momentum)."""
+    if rule == "none":
+        return [0.0] * n
+    if rule == "nesterov":
+        return [(k - 1) / (k + 2) for k in range(1, n + 1)]
+    if rule == "fista":
+        betas, t = [], 1.0
+        for _ in range(n):
+            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+            betas.append((t - 1) / t_new)
+            t = t_new
+        return betas
+    raise ValueError(f"momentum must be 'none', 'fista' or 'nesterov', got {rule!r}")
+
+
 def proximal_gradient(
     op: LinearOperator,
     y: torch.Tensor,
@@ -76,11 +96,10 @@ def proximal_gradient(
 ) -> SolverResult:
     """Proximal gradient for F(x) = 0.5·||A x − y||² + lam·R(x), R given by ``prox``.
 
-    Iteration k (z_0 = x_0, t_0 = 1):
+    Iteration k (z_0 = x_0):
         x_k = prox(z_{k−1} − step·A^T(A z_{k−1} − y), lam·step)
         z_k = x_k + β_k (x_k − x_{k−1})
-    momentum 'none': β = 0 (ISTA); 'fista': t_k = (1 + sqrt(1 + 4 t_{k−1}²))/2,
-    β_k = (t_{k−1} − 1)/t_k (Beck & Teboulle); 'nesterov': β_k = (k−1)/(k+2) (APG).
+    with β_k from :func:`momentum_schedule` ('none': ISTA, 'fista', 'nesterov': APG).
     Constant step 1/L with L = ||A||² unless ``line_search``: then backtracking per sample,
     L ← eta·L until F(x) <= f(z) + <∇f(z), x − z> + L/2·||x − z||² (Beck & Teboulle, 2009),
     up to a rounding slack of 64·eps(dtype)·0.5·||y||².
@@ -92,8 +111,7 @@ def proximal_gradient(
     Seed: spodnet-lista-spod-microscopy.txt eqs. (6)-(7) (ISTA step and threshold);
     spotnet-fluorospot-learned-iterations.txt eq. (2) and Fig. 2 (APG).
     """
-    if momentum not in ("none", "fista", "nesterov"):
-        raise ValueError(f"momentum must be 'none', 'fista' or 'nesterov', got {momentum!r}")
+    betas = momentum_schedule(momentum, n_iter)
     penalty = penalty or penalty_of(prox)
     x = torch.zeros_like(op.adjoint(y)) if x0 is None else x0.clone()
     batch = x.shape[0]
@@ -113,7 +131,7 @@ def proximal_gradient(
     # precision of 0.5·||A z − y||² (a float32 sum of residuals of large terms); without it the
     # test fails on noise, L grows without bound (step ~1e-14) and FISTA's momentum drifts.
     slack = 64 * torch.finfo(x.dtype).eps * 0.5 * _per_sample_dot(y, y)
-    z, t = x, 1.0
+    z = x
     objectives: list[torch.Tensor] = []
     times: list[float] = []
     converged = False
@@ -137,13 +155,7 @@ def proximal_gradient(
             if bool(ok.all()):
                 break
             lipschitz = torch.where(ok, lipschitz, lipschitz * eta)
-        if momentum == "fista":
-            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            beta, t = (t - 1) / t_new, t_new
-        elif momentum == "nesterov":
-            beta = (k - 1) / (k + 2)
-        else:
-            beta = 0.0
+        beta = betas[k - 1]
         change = (x_new - x).flatten(1).norm(dim=1) / x_new.flatten(1).norm(dim=1).clamp_min(1e-30)
         z = x_new + beta * (x_new - x) if beta else x_new
         x = x_new

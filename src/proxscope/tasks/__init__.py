@@ -26,6 +26,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "proxscope.tasks.seg.task:SegTask",
         "Noise-robust segmentation with a TV-regularized softmax (UNet/RUNet, SegNet/RSegNet).",
     ),
+    "retina": (
+        "proxscope.tasks.retina.task:RetinaTask",
+        "Referable diabetic-retinopathy screening with lesion heatmaps (net B, sparsity-enhanced).",
+    ),
 }
 
 

@@ -52,6 +52,8 @@ class Task:
     #: what one image's prediction is when a folder is predicted: OUT/<stem><predict_suffix>
     #: ("" = a folder per image)
     predict_suffix: ClassVar[str] = ""
+    #: the table ``predict`` writes into OUT for several images (one row per image)
+    summary_name: ClassVar[str] = "summary.csv"
     #: files ``evaluate`` pairs by name when given folders, and the fixed file name inside a
     #: per-image folder (e.g. ``cells.csv``: the image name is then the folder's)
     evaluate_suffixes: ClassVar[tuple[str, ...]] = (".csv",)

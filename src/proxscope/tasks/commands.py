@@ -3,7 +3,7 @@
 
 Shared options: ``--out --seed --device --quiet --resume --json --quick --threads --batch-size
 --steps --lr --model``; a task adds only its own (:meth:`Task.options`). ``predict`` takes a file,
-a folder or a glob and writes one output per image plus ``OUT/summary.csv`` for several;
+a folder or a glob and writes one output per image plus a summary table (``Task.summary_name``) for several;
 ``evaluate`` takes two files or two folders paired by image name. The output path is checked
 before any computation. Only click is imported here.
 """
@@ -98,6 +98,9 @@ def _echo(payload: dict, quiet: bool) -> None:
 
 
 def _help(task: Task, verb: str, text: str) -> str:
+    import inspect
+
+    text = inspect.cleandoc(text)
     lines = task.examples.get(verb, [])
     return text + ("\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines) if lines else "")
 
@@ -122,10 +125,13 @@ def _train_command(task: Task) -> click.Command:
 
 def _predict_command(task: Task) -> click.Command:
     def predict(inputs, **kwargs):
-        from ..data.io import expand_inputs, write_table
+        from ..data.io import IMAGE_SUFFIXES, expand_inputs, write_table
+        from ..errors import UserError
 
         images = expand_inputs(inputs)
         several = len(images) > 1 or not Path(inputs).is_file()
+        if several and Path(kwargs["out"]).suffix.lower() in IMAGE_SUFFIXES | {".csv", ".json"}:
+            raise UserError(f"--out {kwargs['out']}: several images need an output folder, not a file")
         kwargs = _prepare(kwargs, out_is_dir=True if several else None)
         out, quiet = kwargs.pop("out"), kwargs["quiet"]
         run = task.predictor(**kwargs)
@@ -135,11 +141,13 @@ def _predict_command(task: Task) -> click.Command:
         from tqdm import tqdm
 
         rows = []
-        for image in tqdm(images, desc=f"{task.name} predict", disable=quiet, unit="image"):
-            rows.append({"image": image.name} | run(image, out / f"{image.stem}{task.predict_suffix}"))
-        write_table(out / "summary.csv", rows)
+        for image, name in tqdm(list(zip(images, _output_names(images), strict=True)),
+                                desc=f"{task.name} predict", disable=quiet, unit="image"):
+            label = image.name if name == image.stem else name  # the file, or its folder
+            rows.append({"image": label} | run(image, out / f"{name}{task.predict_suffix}"))
+        write_table(out / task.summary_name, rows)
         if not quiet:
-            click.echo(f"{len(rows)} images -> {out} (summary.csv)")
+            click.echo(f"{len(rows)} images -> {out} ({task.summary_name})")
 
     doc = task.predictor.__doc__ or "Predict."
     return click.command("predict", help=_help(task, "predict", doc))(
@@ -160,6 +168,17 @@ def _evaluate_command(task: Task) -> click.Command:
     doc = task.evaluate.__doc__ or "Score predictions against the truth."
     return click.command("evaluate", help=_help(task, "evaluate", doc))(
         _decorate(evaluate, _shared("evaluate", task) + task.options("evaluate")))
+
+
+def _output_names(images: list[Path]) -> list[str]:
+    """One unique output name per image: its stem; where stems repeat (``data/*/image.tif``),
+    its folder's name (``data/a/image.tif`` -> ``a``, which pairs with ``data/a/cells.csv``);
+    else folder and stem (``a_image``)."""
+    for names in ([p.stem for p in images], [p.parent.name for p in images],
+                  [f"{p.parent.name}_{p.stem}" for p in images]):
+        if len(set(names)) == len(names):
+            return names
+    return [f"{i:05d}_{p.stem}" for i, p in enumerate(images)]
 
 
 def _existing(path: str, option: str) -> Path:

@@ -45,6 +45,12 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     quiet: bool = False
+    #: run ``validate`` with autograd on (e.g. a validation score built from input gradients,
+    #: such as heatmaps); off: under ``torch.no_grad``
+    validation_grad: bool = False
+    #: divide every learning rate by 10 after this many validations without a new best
+    #: (None: constant learning rate)
+    plateau_patience: int | None = None
 
 
 def to_device(batch, device):
@@ -97,7 +103,8 @@ class Trainer:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over batches from ``sample_batch``.
 
     validate: optional ``validate(model) -> float`` (lower is better), run every ``val_every``
-    steps under ``torch.no_grad`` in eval mode. param_groups: optional optimizer parameter groups
+    steps in eval mode, under ``torch.no_grad`` (``torch.enable_grad`` when
+    ``config.validation_grad``). param_groups: optional optimizer parameter groups
     (default: all trainable parameters with ``config.lr``). extra: JSON-able metadata stored in
     the checkpoint (e.g. detection thresholds, data description).
     """
@@ -139,6 +146,7 @@ class Trainer:
             raise ValueError(f"unknown optimizer {config.optimizer!r}")
         self.step = 0
         self.best_val = math.inf
+        self.stale = 0  # validations since the last new best
         self.history: list[dict[str, float]] = []
 
     # -- persistence -------------------------------------------------------------------------
@@ -149,6 +157,7 @@ class Trainer:
         meta = {
             "step": self.step,
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
+            "stale": self.stale,
             "history": self.history,
             "optimizer": optim_meta,
             "train_config": asdict(self.config),
@@ -167,7 +176,17 @@ class Trainer:
         self.step = int(ckpt.extra["step"])
         best = ckpt.extra.get("best_val")
         self.best_val = math.inf if best is None else float(best)
+        self.stale = int(ckpt.extra.get("stale", 0))
         self.history = list(ckpt.extra.get("history", []))
+
+    def _on_plateau(self) -> None:
+        """Count a validation without a new best; after ``plateau_patience`` of them, divide
+        the learning rates by 10 (the seed's manual schedule, deep-image-mining Sec. 5.1.3)."""
+        self.stale += 1
+        if self.config.plateau_patience and self.stale >= self.config.plateau_patience:
+            for group in self.optimizer.param_groups:
+                group["lr"] /= 10
+            self.stale = 0
 
     def _save_best(self) -> None:
         if self.rank != 0:
@@ -185,7 +204,7 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------
     def _run_validation(self) -> float:
         self.model.eval()
-        with torch.no_grad():
+        with torch.enable_grad() if self.config.validation_grad else torch.no_grad():
             value = float(self.validate(self.model))
         self.model.train()
         return value
@@ -225,8 +244,10 @@ class Trainer:
             if self.validate is not None and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 record["val"] = self._run_validation()
                 if record["val"] < self.best_val:
-                    self.best_val = record["val"]
+                    self.best_val, self.stale = record["val"], 0
                     self._save_best()
+                else:
+                    self._on_plateau()
                 bar.set_postfix(loss=f"{running:.4g}", val=f"{record['val']:.4g}")
             elif self.step % 10 == 0:
                 bar.set_postfix(loss=f"{running:.4g}")

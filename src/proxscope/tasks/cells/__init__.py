@@ -1,2 +1,1 @@
-"""cells: CNNCS cell detection by compressed-sensing output encoding (simulate, train, predict,
-evaluate, bench)."""
+"""cells: CNNCS cell detection by compressed-sensing output encoding (:class:`.task.CellsTask`)."""

@@ -9,13 +9,12 @@
    the forward and of the backward pass (medians of repeats, same process, same inputs) and the
    bytes autograd keeps for the backward (saved tensors), for several T.
 
-Quick mode: 8 training / 3 validation / 20 test images of 256², 60 epochs per variant.
-Full mode: 24 / 6 / 20 images, 200 epochs per variant.
+Quick mode: 8 training / 3 validation / 20 test images of 256², 480 steps of 16 patches per
+variant (60 passes over the training images). Full mode: 24 / 6 / 20 images, 4,800 steps.
 """
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,35 +22,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...benchmarking import write_result
-from ...metrics import match_points
+from ...benchmarking import median_time
+from ...metrics import match_points, pool_matches
 from ...models.cnncs import VARIANTS, CNNCSConfig
 from ...sim.cells import simulate
-from .evaluate import DEFAULT_RADIUS as RADIUS
-from .predict import detect
-from .train import prepare_image, train
+from .detect import detect, prepare
+from .task import RADIUS
+from .train import train
 
 
 def _dataset(n: int, seed: int) -> list[dict]:
     return [
-        {"name": f"s{seed}_{i}", "raw": image, "image": prepare_image(image, 64), "points": pts}
+        {"name": f"s{seed}_{i}", "raw": image, "image": prepare(image, 64), "points": pts}
         for i, (image, pts) in enumerate(simulate(n, 256, seed))
     ]
 
 
 def _pooled(preds: list[np.ndarray], data: list[dict]) -> dict[str, float]:
-    tp = fp = fn = 0
-    for pred, d in zip(preds, data, strict=True):
-        r = match_points(pred, d["points"], RADIUS)
-        tp, fp, fn = tp + r.tp, fp + r.fp, fn + r.fn
-    return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": tp / max(tp + fp, 1),
-        "recall": tp / max(tp + fn, 1),
-        "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-    }
+    matches = [match_points(p, d["points"], RADIUS) for p, d in zip(preds, data, strict=True)]
+    return pool_matches(matches).as_dict()
 
 
 def log_baseline(train_data: list[dict], test_data: list[dict]) -> dict:
@@ -84,8 +73,9 @@ def _saved_bytes(fn) -> tuple[object, int]:
 
 def backward_speed(n_iters=(25, 50, 100, 200), repeats: int = 5, seed: int = 0) -> dict:
     """SparseRecovery (batch rule) vs autograd through T ISTA iterations (codes of 16 patches ×
-    L lines, m = 32, n = 91: the bundled model's sizes)."""
-    from ...layers.sparse_recovery import lasso_solver, sparse_recovery
+    L lines, m = 32, n = 91: the bundled model's sizes). The backward is timed on one graph
+    (``retain_graph``), the forward with the graph built, each as a median of ``repeats``."""
+    from ...layers.sparse_recovery import lasso_solver, lasso_step, sparse_recovery
     from ...prox import nonneg_soft_threshold
 
     gen = torch.Generator().manual_seed(seed)
@@ -96,7 +86,7 @@ def backward_speed(n_iters=(25, 50, 100, 200), repeats: int = 5, seed: int = 0) 
     x0 = a_true @ D0.T + 0.05 * torch.randn(16 * cfg.n_lines, cfg.m, generator=gen)
 
     def unrolled(x, D, T):
-        step = 1.0 / float(torch.linalg.matrix_norm(D.detach(), 2) ** 2)
+        step = lasso_step(D)
         a = torch.zeros(x.shape[0], n)
         for _ in range(T):
             a = nonneg_soft_threshold(a - step * ((a @ D.T - x) @ D), step * cfg.lam)
@@ -108,23 +98,20 @@ def backward_speed(n_iters=(25, 50, 100, 200), repeats: int = 5, seed: int = 0) 
         record = {"T": T}
         grads = {}
         for name, forward in (
-            ("rule", lambda x, D, T=T, s=solver: sparse_recovery(x, D, cfg.lam, s, "batch")),
+            ("rule", lambda x, D, s=solver: sparse_recovery(x, D, cfg.lam, s, "batch")),
             ("autograd", lambda x, D, T=T: unrolled(x, D, T)),
         ):
-            forward_times, backward_times = [], []
-            for _ in range(repeats):
-                x = x0.clone().requires_grad_(True)
-                D = D0.clone().requires_grad_(True)
-                start = time.perf_counter()
-                a, saved = _saved_bytes(lambda x=x, D=D, f=forward: f(x, D))
-                middle = time.perf_counter()
-                (a - a_true).abs().sum().backward()
-                backward_times.append(time.perf_counter() - middle)
-                forward_times.append(middle - start)
-            grads[name] = torch.cat([x.grad.flatten(), D.grad.flatten()])
-            record[f"{name}_forward_seconds"] = statistics.median(forward_times)
-            record[f"{name}_backward_seconds"] = statistics.median(backward_times)
+            x, D = x0.clone().requires_grad_(True), D0.clone().requires_grad_(True)
+            a, saved = _saved_bytes(lambda x=x, D=D, f=forward: f(x, D))
+            loss = (a - a_true).abs().sum()
+            record[f"{name}_forward_seconds"] = median_time(lambda x=x, D=D, f=forward: f(x, D),
+                                                            repeats)
+            record[f"{name}_backward_seconds"] = median_time(
+                lambda x=x, D=D, loss=loss: torch.autograd.grad(loss, (x, D), retain_graph=True),
+                repeats,
+            )
             record[f"{name}_saved_bytes"] = saved
+            grads[name] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, (x, D))])
         record["backward_speedup"] = (
             record["autograd_backward_seconds"] / record["rule_backward_seconds"]
         )
@@ -139,9 +126,9 @@ def backward_speed(n_iters=(25, 50, 100, 200), repeats: int = 5, seed: int = 0) 
     return {"rows": rows, "codes": 16 * cfg.n_lines, "m": cfg.m, "n": n, "repeats": repeats}
 
 
-def run(json_path, quick: bool = True, seed: int = 0, device=None, quiet: bool = False) -> dict:
-    """Run the benchmark and write ``json_path``; returns the results."""
-    n_train, n_val, n_test, epochs = (8, 3, 20, 60) if quick else (24, 6, 20, 200)
+def run(quick: bool = True, seed: int = 0, device: str | None = None, quiet: bool = False) -> dict:
+    """Run the benchmark; returns the results (written by the CLI with machine information)."""
+    n_train, n_val, n_test, steps = (8, 3, 20, 480) if quick else (24, 6, 20, 4800)
     train_data = _dataset(n_train, seed * 10 + 1)
     val_data = _dataset(n_val, seed * 10 + 2)
     test_data = _dataset(n_test, seed * 10 + 3)
@@ -151,7 +138,8 @@ def run(json_path, quick: bool = True, seed: int = 0, device=None, quiet: bool =
             "val_images": n_val,
             "test_images": n_test,
             "image_size": 256,
-            "epochs": epochs,
+            "steps": steps,
+            "batch_size": 16,
             "radius": RADIUS,
             "test_cells": int(sum(len(d["points"]) for d in test_data)),
             "seed": seed,
@@ -162,17 +150,17 @@ def run(json_path, quick: bool = True, seed: int = 0, device=None, quiet: bool =
         for variant in VARIANTS:
             start = time.perf_counter()
             model, extra = train(
-                train_data, Path(tmp) / f"{variant}.safetensors", CNNCSConfig(variant=variant),
-                epochs=epochs, seed=seed, device=device, quiet=quiet, val_data=val_data,
+                train_data, Path(tmp) / f"{variant}.safetensors", variant, CNNCSConfig(),
+                steps=steps, seed=seed, device=device, quiet=quiet, val_data=val_data,
             )
             seconds = time.perf_counter() - start
-            model = model.cpu()
-            preds = [detect(model, d["raw"])[0] for d in test_data]
+            model, vote_threshold = model.cpu(), extra["detection"]["vote_threshold"]
+            preds = [detect(model, d["raw"], vote_threshold)[0] for d in test_data]
             results["detection"][variant] = {
                 **_pooled(preds, test_data),
                 "train_seconds": seconds,
                 "steps": extra["steps"],
-                "vote_threshold": extra["vote_threshold"],
+                "vote_threshold": vote_threshold,
                 "val_f1": extra["val_f1"],
             }
     results["detection"]["log_baseline"] = log_baseline(train_data, test_data)
@@ -190,5 +178,4 @@ def run(json_path, quick: bool = True, seed: int = 0, device=None, quiet: bool =
         "forward_plus_backward_speedup_T100": t100["total_speedup"],
         "rule_memory_independent_of_T": len(rule_bytes) == 1,
     }
-    write_result(json_path, "cells", quick, results)
     return results

@@ -7,17 +7,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.io import atomic_path, write_image, write_points
+from ...data.io import write_image, write_points
+from ...metrics import match_points, pool_matches
+from ...models.cnncs import encode_patches, vote_map
+from ...report import save_figure
 from ...sim.cells import simulate, to_uint16
-from .evaluate import DEFAULT_RADIUS as RADIUS
+from ..base import DemoResult
+from .detect import detect, load_detector, prepare
+from .task import RADIUS
 
 N_IMAGES, SIZE, SEED = 2, 256, 2024
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    return path
 
 
 def _overlay(path: Path, image, truth, pred, f1: float) -> Path:
@@ -30,9 +29,7 @@ def _overlay(path: Path, image, truth, pred, f1: float) -> Path:
     ax.set_title(f"ECNNCS-2 detections (F1 = {f1:.3f} at rho = {RADIUS:g} px)")
     ax.legend(loc="lower right", fontsize=8)
     ax.axis("off")
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=90)
 
 
 @torch.no_grad()
@@ -40,26 +37,23 @@ def _encoding_figure(path: Path, model, image: np.ndarray, truth: np.ndarray) ->
     """One patch: its line codes (true vs predicted), recovered projections, vote map."""
     import matplotlib.pyplot as plt
 
-    from .codec import encode_patches, vote_map
-    from .train import prepare_image
-
-    p = model.config.patch
-    patch = prepare_image(image)[:, :p, :p]
-    local = truth[(truth < p - 0.5).all(1)]
+    c = model.config
+    patch = prepare(image, 0)[:, : c.patch, : c.patch]
+    local = truth[(truth < c.patch - 0.5).all(1)]
     a = encode_patches(model.lines, [local])
     codes, _ = model.split(model(torch.from_numpy(np.ascontiguousarray(patch))[None]))
     a_hat = model.recover(codes)
-    votes = vote_map(model.lines, a_hat, model.config.code_threshold)[0].numpy()
+    votes = vote_map(model.lines, a_hat, c.code_threshold)[0].numpy()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     axes[0].imshow(patch[0], cmap="gray")
     axes[0].plot(local[:, 1], local[:, 0], "o", mfc="none", mec="yellow", ms=9)
     axes[0].set_title("patch + annotated centres")
     axes[1].plot(model.encode(a)[0].flatten().numpy(), lw=1, label="x = D a (truth)")
     axes[1].plot(codes[0].flatten().numpy(), lw=1, label="CNN output x̂")
-    axes[1].set_title(f"codes of {model.config.n_lines} lines (m = {model.config.m} each)")
+    axes[1].set_title(f"codes of {c.n_lines} lines (m = {c.m} each)")
     axes[1].legend(fontsize=7)
     axes[2].imshow(a[0].numpy(), aspect="auto", cmap="Greys", interpolation="nearest")
-    rows, cols = np.nonzero(a_hat[0].numpy() > model.config.code_threshold)
+    rows, cols = np.nonzero(a_hat[0].numpy() > c.code_threshold)
     axes[2].plot(cols, rows, "r.", ms=4)
     axes[2].set_title("line projections: truth (black), recovered (red)")
     axes[2].set_xlabel("bin")
@@ -68,47 +62,40 @@ def _encoding_figure(path: Path, model, image: np.ndarray, truth: np.ndarray) ->
     axes[3].set_title("back-projection vote map")
     for ax in (axes[0], axes[3]):
         ax.axis("off")
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=90)
 
 
-def run_demo(out_dir: Path, quiet: bool = False) -> dict:
+def run_demo(out_dir: Path) -> DemoResult:
     """Simulate images into ``out_dir``, detect with the bundled model, score, draw figures."""
-    from ...metrics import match_points
-    from ...models import load
-    from ...models.cnncs import CNNCS
-    from .predict import detect
-
-    model, extra = load("cnncs", expected=CNNCS)
-    figures, tp, fp, fn = [], 0, 0, 0
+    model, vote_threshold, extra = load_detector("cnncs", device="cpu")
+    figures, matches = [], []
     data = simulate(N_IMAGES, SIZE, SEED)
     for i, (image, truth) in enumerate(data):
         write_image(out_dir / "images" / f"cells_{i}.tif", to_uint16(image))
         write_points(out_dir / "points" / f"cells_{i}.csv", truth)
-        pred, scores = detect(model, to_uint16(image))
+        pred, scores = detect(model, to_uint16(image), vote_threshold)
         write_points(out_dir / "pred" / f"cells_{i}.csv", pred, {"score": scores})
-        r = match_points(pred, truth, RADIUS)
-        tp, fp, fn = tp + r.tp, fp + r.fp, fn + r.fn
-        figures.append(_overlay(out_dir / f"detections_{i}.png", image, truth, pred, r.f1))
+        matches.append(match_points(pred, truth, RADIUS))
+        figures.append(_overlay(out_dir / f"detections_{i}.png", image, truth, pred, matches[-1].f1))
     figures.append(_encoding_figure(out_dir / "encoding.png", model, *data[0]))
-    return {
-        "title": "cells: CNNCS cell detection by compressed-sensing output encoding",
-        "text": (
+    pooled = pool_matches(matches)
+    return DemoResult(
+        title="cells: CNNCS cell detection by compressed-sensing output encoding",
+        text=(
             "The bundled ECNNCS-2 model (residual CNN -> line codes x = D a -> FISTA recovery with "
             "the seed's batch backward rule during training -> back-projection -> mean shift) "
             f"detects target cells among lookalike clutter in {N_IMAGES} freshly simulated "
             f"{SIZE}x{SIZE} images. Yellow circles: annotated centres; red crosses: detections."
         ),
-        "metrics": {
+        metrics={
             "images": N_IMAGES,
-            "annotated cells": tp + fn,
-            "detections": tp + fp,
-            "precision": tp / max(tp + fp, 1),
-            "recall": tp / max(tp + fn, 1),
-            "F1": 2 * tp / max(2 * tp + fp + fn, 1),
+            "annotated cells": pooled.tp + pooled.fn,
+            "detections": pooled.tp + pooled.fp,
+            "precision": pooled.precision,
+            "recall": pooled.recall,
+            "F1": pooled.f1,
             "model": "cnncs (ECNNCS-2)",
             "validation F1 at training": extra.get("val_f1", float("nan")),
         },
-        "figures": [str(f) for f in figures],
-    }
+        figures=figures,
+    )

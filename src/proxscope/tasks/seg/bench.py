@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...benchmarking import write_result
+from ...benchmarking import median_time
+from ...data.transforms import prepare_image
 from ...layers.tv import tv_softmax
 from ...metrics.segmentation import segmentation_report
 from ...models.segmentation import build
 from ...sim.segmentation import add_noise, simulate_dataset
 from ...utils import resolve_device
-from .data import prepare_image
 from .predict import segment
-from .train import SegTrainOptions, fit_segmentation, nll_loss
+from .train import fit_segmentation, nll_loss
 
 CONDITIONS = [("clean", 0.0)] + [("gaussian", s) for s in (0.01, 0.03, 0.05, 0.07, 0.09)] + [
     ("salt_pepper", 0.01)
@@ -47,11 +47,12 @@ def _label(kind: str, level: float) -> str:
     return "clean" if kind == "clean" else f"{kind}_{level:g}"
 
 
-def noisy_sets(images: np.ndarray, seed: int) -> dict[str, list[np.ndarray]]:
-    """Prepared (normalised) test images per condition; noise added on the [0, 1] scale."""
+def noisy_sets(images: np.ndarray, key: tuple[int, ...], conditions=CONDITIONS) -> dict[str, list]:
+    """Prepared (normalised) images (N, H, W, 3) in [0, 1] per condition (kind, level); noise
+    added on the [0, 1] scale, condition c drawn from the rng seeded by (*key, c)."""
     sets = {}
-    for c, (kind, level) in enumerate(CONDITIONS):
-        rng = np.random.default_rng([seed, 11, c])
+    for c, (kind, level) in enumerate(conditions):
+        rng = np.random.default_rng([*key, c])
         sets[_label(kind, level)] = [prepare_image(add_noise(im, kind, level, rng)) for im in images]
     return sets
 
@@ -97,16 +98,6 @@ def goals(unet: dict, runet: dict, post_tv: dict | None) -> dict:
     return out
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def timing(device, repeats: int = 9) -> dict:
     """Seconds (median) of softmax vs TVSoftmax(1 iteration), interleaved in one run."""
     gen = torch.Generator().manual_seed(0)
@@ -131,15 +122,15 @@ def timing(device, repeats: int = 9) -> dict:
     runet.load_state_dict(unet.state_dict(), strict=False)
     samples = {k: [] for k in ("softmax", "tv1", "unet_step", "runet_step")}
     for _ in range(3):  # interleave so a change of machine load hits both sides
-        samples["softmax"].append(_median_time(layer(None), repeats))
-        samples["tv1"].append(_median_time(layer(1), repeats))
-        samples["unet_step"].append(_median_time(step(unet), max(repeats // 5, 2)))
-        samples["runet_step"].append(_median_time(step(runet), max(repeats // 5, 2)))
+        samples["softmax"].append(median_time(layer(None), repeats, warmup=1))
+        samples["tv1"].append(median_time(layer(1), repeats, warmup=1))
+        samples["unet_step"].append(median_time(step(unet), max(repeats // 5, 2), warmup=1))
+        samples["runet_step"].append(median_time(step(runet), max(repeats // 5, 2), warmup=1))
     t = {k: float(np.median(v)) for k, v in samples.items()}
     big = torch.randn(1, 3, 256, 256, generator=gen).to(device)
     with torch.no_grad():
-        t_soft = _median_time(lambda: torch.softmax(big, 1), repeats)
-        t_100 = _median_time(lambda: tv_softmax(big, 1.0, 100), 3)
+        t_soft = median_time(lambda: torch.softmax(big, 1), repeats, warmup=1)
+        t_100 = median_time(lambda: tv_softmax(big, 1.0, 100), 3, warmup=1)
     return {
         "layer_forward_backward_s": {"softmax": t["softmax"], "tv_softmax_1_iter": t["tv1"],
                                      "shape": [8, 3, 96, 96]},
@@ -153,8 +144,9 @@ def timing(device, repeats: int = 9) -> dict:
     }
 
 
-def run_benchmark(json_path, quick: bool, seed: int = 0, device=None, quiet: bool = False):
-    """Train the four nets, score them on every noise condition, time the layer, write JSON."""
+def run_benchmark(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> dict:
+    """Train the four nets, score them on every noise condition, time the layer; returns the
+    results (and prints :func:`format_tables` unless ``quiet``)."""
     p = MODES["quick" if quick else "full"]
     start = time.perf_counter()
     train_images, train_masks = simulate_dataset(p["n_train"], p["size"], seed)
@@ -162,19 +154,17 @@ def run_benchmark(json_path, quick: bool, seed: int = 0, device=None, quiet: boo
     test_images, test_masks = simulate_dataset(p["n_test"], p["size"], seed + 2000)
     x = [prepare_image(im) for im in train_images]
     y = [m.astype(np.int64) for m in train_masks]
-    test_sets, test_truths = noisy_sets(test_images, seed), list(test_masks)
-    val_sets, val_truths = noisy_sets(val_images, seed + 1), list(val_masks)
+    test_sets, test_truths = noisy_sets(test_images, (seed, 11)), list(test_masks)
+    val_sets, val_truths = noisy_sets(val_images, (seed + 1, 11)), list(val_masks)
     tables, lams, train_s = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for table, noisy in (("table1_clean_training", 0.0), ("table2_noisy_training", 1 / 3)):
             rows, models = {}, {}
             for arch in ("unet", "runet"):
-                options = SegTrainOptions(steps=p["steps"], patch=p["patch"],
-                                          noisy_fraction=noisy, seed=seed,
-                                          device=device, quiet=quiet, val_fraction=0.15)
                 t0 = time.perf_counter()
                 models[arch], _ = fit_segmentation(
-                    x, y, arch, Path(tmp) / f"{arch}-{noisy:.2f}.safetensors", options)
+                    x, y, arch, Path(tmp) / f"{arch}-{noisy:.2f}.safetensors", steps=p["steps"],
+                    patch=p["patch"], noisy_fraction=noisy, seed=seed, device=device, quiet=quiet)
                 train_s[f"{table}/{arch}"] = time.perf_counter() - t0
                 rows[arch] = score(models[arch], test_sets, test_truths)
                 if models[arch].tv is not None:
@@ -196,7 +186,6 @@ def run_benchmark(json_path, quick: bool, seed: int = 0, device=None, quiet: boo
         "timing": timing(resolve_device(device)),
         "total_seconds": time.perf_counter() - start,
     }
-    write_result(json_path, "seg", quick, results)
     if not quiet:
         print(format_tables(results))
     return results

@@ -1,42 +1,49 @@
 """``seg evaluate``: accuracy, mIoU, per-class IoU and RE (seed eq. 4.1) of predicted masks.
 
-``pred`` and ``truth`` are two mask files or two folders (masks matched by file name stem);
-for folders the accuracy / IoU are pooled over all pixels and RE is averaged over images.
+One pair of files gives :func:`~proxscope.metrics.segmentation.segmentation_report` plus its
+confusion matrix; folders are pooled as a test set is in the seed's tables: accuracy and IoU
+from the confusion matrices summed over images (i.e. over all pixels), RE averaged over images.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import UserError
-from ...metrics.segmentation import segmentation_report
-from .data import MASK_SUFFIXES, read_label_map
+from ...metrics.segmentation import (
+    accuracy,
+    class_iou,
+    confusion_matrix,
+    mean_iou,
+    segmentation_report,
+)
+from .data import read_label_map
 
 
-def _mask_files(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in MASK_SUFFIXES}
+def score_masks(pred: Path, truth: Path) -> dict:
+    """Scores of one predicted mask file against its truth; ``confusion``: rows = true class,
+    columns = predicted class. Raises :class:`UserError` when the shapes differ."""
+    a, b = read_label_map(pred), read_label_map(truth)
+    if a.shape != b.shape:
+        raise UserError(f"{pred}: shape {a.shape} differs from ground truth {truth} {b.shape}")
+    return segmentation_report(a, b) | {"confusion": confusion_matrix(a, b).tolist()}
 
 
-def evaluate_paths(pred: str | Path, truth: str | Path) -> dict:
-    """Metrics of predicted mask(s) against ground truth; see the module docstring."""
-    pred, truth = Path(pred), Path(truth)
-    if pred.is_dir() != truth.is_dir():
-        raise UserError("--pred and --truth must both be files or both be folders")
-    if pred.is_dir():
-        pred_files, truth_files = _mask_files(pred), _mask_files(truth)
-        missing = sorted(set(truth_files) - set(pred_files))
-        if not truth_files:
-            raise UserError(f"{truth}: no masks (.tif, .png)")
-        if missing:
-            raise UserError(f"{pred}: no prediction for {len(missing)} masks, e.g. {missing[0]}")
-        pairs = [(pred_files[k], truth_files[k]) for k in truth_files]
-    else:
-        pairs = [(pred, truth)]
-    preds, truths = [], []
-    for p, t in pairs:
-        a, b = read_label_map(p), read_label_map(t)
-        if a.shape != b.shape:
-            raise UserError(f"{p}: shape {a.shape} differs from ground truth {t} {b.shape}")
-        preds.append(a)
-        truths.append(b)
-    return segmentation_report(preds, truths)
+def pool_scores(scores: list[dict]) -> dict:
+    """Accuracy, mIoU and IoU of the summed confusion matrices; RE and RE of the truth averaged
+    over images (as :func:`segmentation_report` of a list of masks)."""
+    n = max(len(s["confusion"]) for s in scores)
+    cm = sum(np.pad(s["confusion"], (0, n - len(s["confusion"]))) for s in scores)
+    # The label pairs the summed confusion matrix counts (truth, pred), for the metric functions.
+    truth, pred = np.divmod(np.repeat(np.arange(n * n), cm.ravel()), n)
+    return {
+        "accuracy": accuracy(pred, truth),
+        "miou": mean_iou(pred, truth, n),
+        "iou": [None if np.isnan(v) else float(v) for v in class_iou(pred, truth, n)],
+        "re": float(np.mean([s["re"] for s in scores])),
+        "re_truth": float(np.mean([s["re_truth"] for s in scores])),
+        "n_images": len(scores),
+        "n_pixels": int(cm.sum()),
+    }

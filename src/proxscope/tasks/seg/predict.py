@@ -1,4 +1,4 @@
-"""``seg predict``: class probabilities and a label mask for one image of any size.
+"""``seg predict``: class probabilities and a label mask for images of any size.
 
 The net's logits are computed tile by tile (core ``tiled_apply``, overlap larger than the
 receptive field of the compact nets), then the (TV-)softmax runs on the whole logit map, so the
@@ -14,11 +14,12 @@ import torch
 
 from ...data.io import read_image, write_image
 from ...data.tiling import tiled_apply
+from ...data.transforms import prepare_image
 from ...errors import UserError
 from ...models import load
 from ...models.segmentation import SegmentationNet
 from ...utils import resolve_device
-from .data import prepare_image
+from .data import MASK_SUFFIXES
 
 # Overlay colours of classes 0, 1, 2, ... (background is left uncoloured).
 PALETTE = np.array(
@@ -62,7 +63,7 @@ def segment(
     return probs[0].float().cpu().numpy()
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay_image(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB uint8 (H, W, 3): the image in grey/colour with class colours blended on top and
     class borders drawn opaque."""
     from skimage.segmentation import find_boundaries
@@ -77,37 +78,32 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
     return np.round(out * 255).astype(np.uint8)
 
 
-def predict_file(
-    image_path: str | Path,
-    model_name: str,
-    out: str | Path,
-    tv_iters: int | None = None,
-    post_tv_lam: float | None = None,
-    probs_path: str | Path | None = None,
-    overlay_path: str | Path | None = None,
-    device: str | None = None,
-) -> dict:
-    """Segment one image file; writes the uint8 label mask (and optional float32 probabilities
-    (C, H, W) TIFF and PNG overlay). Returns a summary dict."""
-    for path, kinds in ((out, (".tif", ".tiff", ".png")), (probs_path, (".tif", ".tiff")),
-                        (overlay_path, (".png",))):
-        if path is not None and Path(path).suffix.lower() not in kinds:
-            raise UserError(f"{path}: output must end with {' or '.join(kinds)}")
-    if tv_iters is not None and tv_iters < 0:
-        raise UserError("--tv-iters must be >= 0")
-    if post_tv_lam is not None and post_tv_lam <= 0:
-        raise UserError("--post-tv-lam must be positive")
-    model = load_model(model_name, device)
-    if post_tv_lam is not None and model.tv is not None:
+def make_predictor(
+    model_name: str, device: str | None = None, tv_iters: int | None = None,
+    post_tv_lam: float | None = None, probs: bool = False, overlay: bool = False,
+):
+    """Load the model once; returns ``run(image_path, out) -> summary`` that writes the uint8
+    label mask ``out`` (.tif/.tiff/.png) and, when asked, the float32 probabilities (C, H, W)
+    at ``out`` with suffix .probs.tif and the PNG overlay with suffix .overlay.png.
+    Raises :class:`UserError` for ``post_tv_lam`` with a TV-softmax net or another suffix."""
+    net = load_model(model_name, device)
+    if post_tv_lam is not None and net.tv is not None:
         raise UserError("--post-tv-lam is for plain nets (unet, segnet); this model has a TV softmax")
-    image = prepare_image(read_image(image_path), str(image_path))
-    probs = segment(model, image, tv_iters, post_tv_lam)
-    labels = probs.argmax(0).astype(np.uint8)
-    if probs_path is not None:
-        write_image(probs_path, probs)
-    if overlay_path is not None:
-        write_image(overlay_path, overlay(image, labels))
-    write_image(out, labels)
-    counts = np.bincount(labels.ravel(), minlength=probs.shape[0])
-    return {"out": str(out), "shape": list(labels.shape),
-            "class_fractions": [round(float(c) / labels.size, 4) for c in counts]}
+
+    def run(image_path: Path, out: Path) -> dict:
+        if out.suffix.lower() not in MASK_SUFFIXES:
+            raise UserError(f"{out}: output must end with {' or '.join(MASK_SUFFIXES)}")
+        image = prepare_image(read_image(image_path), channels=(net.config.in_channels,),
+                              source=str(image_path))
+        p = segment(net, image, tv_iters, post_tv_lam)
+        labels = p.argmax(0).astype(np.uint8)
+        if probs:
+            write_image(out.with_suffix(".probs.tif"), p)
+        if overlay:
+            write_image(out.with_suffix(".overlay.png"), overlay_image(image, labels))
+        write_image(out, labels)
+        fractions = np.bincount(labels.ravel(), minlength=p.shape[0]) / labels.size
+        return {"out": str(out), "height": labels.shape[0], "width": labels.shape[1]} | {
+            f"fraction_class_{k}": round(float(f), 4) for k, f in enumerate(fractions)}
+
+    return run

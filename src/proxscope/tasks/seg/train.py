@@ -10,37 +10,20 @@ images (``val_fraction``) selects the best checkpoint by mIoU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...data.transforms import percentile_normalize
+from ...data.transforms import percentile_normalize, random_crop_rot_flip
 from ...errors import UserError
 from ...metrics.segmentation import mean_iou
-from ...models.segmentation import ARCHITECTURES, build
+from ...models.segmentation import build
 from ...sim.segmentation import add_noise
 from ...train.trainer import TrainConfig, Trainer
 from .predict import load_model, segment
 
 TRAIN_NOISE = (("gaussian", 0.05), ("salt_pepper", 0.01))
-
-
-@dataclass
-class SegTrainOptions:
-    steps: int = 1000
-    batch_size: int = 8
-    patch: int = 96
-    lr: float = 2e-3
-    lam: float = 1.0
-    base_channels: int = 8
-    depth: int = 3
-    noisy_fraction: float = 0.0
-    val_fraction: float = 0.15
-    seed: int = 0
-    device: str | None = None
-    quiet: bool = False
 
 
 def nll_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -51,9 +34,8 @@ def nll_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def add_training_noise(images: list[np.ndarray], fraction: float, seed: int) -> list[np.ndarray]:
-    """Replace round(fraction·N) images, chosen at random, by noisy copies (renormalised)."""
-    if not 0 <= fraction <= 1:
-        raise UserError(f"--noisy-train must be in [0, 1], got {fraction}")
+    """Replace round(fraction·N) images (0 <= fraction <= 1), chosen at random, by noisy copies
+    (renormalised)."""
     rng = np.random.default_rng([seed, 7])
     chosen = rng.choice(len(images), size=round(fraction * len(images)), replace=False)
     out = list(images)
@@ -64,23 +46,17 @@ def add_training_noise(images: list[np.ndarray], fraction: float, seed: int) -> 
 
 
 def crop_sampler(images: list[np.ndarray], masks: list[np.ndarray], patch: int, batch_size: int):
-    """sample_batch(rng) -> (x (B, C, p, p) float32, y (B, p, p) int64), p = min(patch, sizes)."""
+    """sample_batch(rng) -> (x (B, C, p, p) float32, y (B, p, p) int64), p = min(patch, sizes):
+    per sample a random image, then the core crop / rot90 / flip carrying its mask."""
     p = min(patch, *(min(m.shape) for m in masks))
 
     def sample_batch(rng: np.random.Generator):
         xs, ys = [], []
         for _ in range(batch_size):
             i = rng.integers(len(images))
-            h, w = masks[i].shape
-            y0, x0 = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
-            x = images[i][:, y0 : y0 + p, x0 : x0 + p]
-            y = masks[i][y0 : y0 + p, x0 : x0 + p]
-            k, flip = rng.integers(4), rng.integers(2)
-            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
-            if flip:
-                x, y = x[:, :, ::-1], y[:, ::-1]
-            xs.append(np.ascontiguousarray(x))
-            ys.append(np.ascontiguousarray(y))
+            x, (y,), _ = random_crop_rot_flip(rng, images[i], p, targets=(masks[i],))
+            xs.append(x)
+            ys.append(y)
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
     return sample_batch
@@ -94,34 +70,27 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 def fit_segmentation(
-    images: list[np.ndarray],
-    masks: list[np.ndarray],
-    arch: str,
-    out: str | Path,
-    options: SegTrainOptions,
-    resume: bool = False,
+    images: list[np.ndarray], masks: list[np.ndarray], arch: str, out: str | Path, *,
+    steps: int = 1000, batch_size: int = 8, patch: int = 96, lr: float = 2e-3, lam: float = 1.0,
+    base_channels: int = 8, depth: int = 3, noisy_fraction: float = 0.0, val_fraction: float = 0.15,
+    seed: int = 0, device: str | None = None, quiet: bool = False, resume: bool = False,
     extra: dict | None = None,
 ):
     """Train ``arch`` ('unet', 'runet', 'segnet', 'rsegnet') on normalised images (C, H, W) and
-    label maps (H, W); the best checkpoint goes to ``out``. Returns (best model in eval mode,
-    history)."""
-    if arch not in ARCHITECTURES:
-        raise UserError(f"unknown model '{arch}', choose one of {', '.join(ARCHITECTURES)}")
-    if options.steps < 1 or options.batch_size < 1 or options.patch < 8:
-        raise UserError("--steps and --batch-size must be >= 1 and --patch >= 8")
+    label maps (H, W) with Adam (``lr``) for ``steps`` steps on ``batch_size`` crops of ``patch``
+    pixels; ``lam``: initial TV weight; ``base_channels``, ``depth``: net size (:class:`SegConfig`);
+    ``noisy_fraction``: see :func:`add_training_noise`; ``val_fraction``: images held out to pick
+    the best checkpoint, written to ``out`` with ``extra`` metadata. Returns (best model in eval
+    mode, history). Raises :class:`UserError` when the masks hold a single class."""
     n_classes = int(max(m.max() for m in masks)) + 1
     if n_classes < 2:
         raise UserError("the masks hold a single class; need at least two (0 = background)")
-    train_idx, val_idx = split_validation(len(images), options.val_fraction, options.seed)
-    train_images = add_training_noise(
-        [images[i] for i in train_idx], options.noisy_fraction, options.seed
-    )
+    train_idx, val_idx = split_validation(len(images), val_fraction, seed)
+    train_images = add_training_noise([images[i] for i in train_idx], noisy_fraction, seed)
     train_masks = [masks[i] for i in train_idx]
-    torch.manual_seed(options.seed)
-    model = build(
-        arch, in_channels=images[0].shape[0], n_classes=n_classes, lam=options.lam,
-        base_channels=options.base_channels, depth=options.depth,
-    )
+    torch.manual_seed(seed)
+    model = build(arch, in_channels=images[0].shape[0], n_classes=n_classes, lam=lam,
+                  base_channels=base_channels, depth=depth)
     validate = None
     if len(val_idx):
         val = [(images[i], masks[i]) for i in val_idx]
@@ -134,11 +103,8 @@ def fit_segmentation(
                 n_classes,
             )
 
-    config = TrainConfig(
-        steps=options.steps, lr=options.lr, val_every=max(options.steps // 10, 1),
-        ckpt_every=max(min(options.steps // 10, 100), 1), seed=options.seed,
-        device=options.device, quiet=options.quiet,
-    )
+    config = TrainConfig(steps=steps, lr=lr, val_every=max(steps // 10, 1),
+                         ckpt_every=max(min(steps // 10, 100), 1), seed=seed, device=device, quiet=quiet)
     meta = {
         "task": "seg",
         "arch": arch,
@@ -146,14 +112,13 @@ def fit_segmentation(
         "normalize": "percentile 1-99.8 over all pixels and channels",
         "train_images": len(train_idx),
         "val_images": len(val_idx),
-        "noisy_fraction": options.noisy_fraction,
+        "noisy_fraction": noisy_fraction,
         **(extra or {}),
     }
     trainer = Trainer(
         model, lambda m, batch: nll_loss(m(batch[0]), batch[1]),
-        crop_sampler(train_images, train_masks, options.patch, options.batch_size),
+        crop_sampler(train_images, train_masks, patch, batch_size),
         config, out, validate=validate, extra=meta,
     )
     history = trainer.fit(resume=resume)
-    best = load_model(out, options.device)
-    return best, history
+    return load_model(out, device), history

@@ -13,12 +13,13 @@
    (the seed's) and 1e-2 (training loss and all-zero outputs per stage: NST stalls). 1e-2 is
    added because our parameters have other scales than the seed's (PSF of sum 1, normalised
    stacks), so the lr at which signals get zeroed out shifts.
+
+Everything runs on the CPU (the seed's timing setting) unless ``device`` names another.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...benchmarking import write_result
+from ...benchmarking import median_time
 from ...checkpoint import save_checkpoint
 from ...models import load, resolve
-from ...models.spodnet import LISTANet, SPoDNet, SPoDNetConfig
-from ...operators.spod import spod_objective
+from ...models.spodnet import ARCHITECTURES, LISTANet, SPoDNet, SPoDNetConfig
+from ...operators.spod import SPoDConv, spod_objective
 from ...sim.spod import SPoDSimConfig, simulate
 from .data import prepare
-from .recover import solve, spod_operator
-from .train import LayerwiseConfig, build_model, train_layerwise
+from .recover import solve
+from .train import SpodTraining, train_spod
 
 
 @dataclass
@@ -55,43 +56,40 @@ FULL = BenchConfig(n_test=12, test_size=64, fista_iters=10_000, ablation_layers=
                    ablation_steps=100, ablation_train_obs=2, ablation_n_train=100)
 
 
-def _test_set(cfg: BenchConfig, psf: np.ndarray) -> torch.Tensor:
+def _test_set(cfg: BenchConfig) -> torch.Tensor:
     """n_test held-out observations: as in the seed (Sec. 5.2), each held-out stack of
     2·test_size px is preprocessed and normalised, then split into 4 patches without overlap."""
     size, crops = cfg.test_size, []
     for i in range(-(-cfg.n_test // 4)):
-        y = prepare(simulate(SPoDSimConfig(size=2 * size), seed=900 + i)["observation"], psf).y
+        y = prepare(simulate(SPoDSimConfig(size=2 * size), seed=900 + i)["observation"]).y
         crops += [y[:, r:r + size, c:c + size] for r in (0, size) for c in (0, size)]
     return torch.from_numpy(np.ascontiguousarray(np.stack(crops[: cfg.n_test])))
 
 
-def _timed(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def quality_and_speed(model: SPoDNet, psf: np.ndarray, y: torch.Tensor, cfg: BenchConfig,
+def quality_and_speed(model: SPoDNet, op: SPoDConv, y: torch.Tensor, cfg: BenchConfig,
                       log) -> dict:
     lam = model.config.lam
-    op = spod_operator(torch.from_numpy(psf), y.shape[1])
+
+    def net_once():
+        model(y[:1])
+        if y.is_cuda:
+            torch.cuda.synchronize()
+
     with torch.no_grad():
         x_net = model(y)
-        net_obj = spod_objective(op, x_net, y, lam)
-        t_net = _timed(lambda: model(y[:1]))
+        net_obj = spod_objective(op, x_net, y, lam).cpu()
+        t_net = median_time(net_once)
     log(f"SPoD-Net objectives {net_obj.tolist()} ({t_net:.3f} s per stack)")
     start = time.perf_counter()
     run = solve(op, y, lam, "fista", n_iter=cfg.fista_iters)
     log(f"FISTA {cfg.fista_iters} iterations on {len(y)} stacks: {time.perf_counter() - start:.0f} s")
-    fista_obj = run.objective[-1]
+    objective = run.objective.cpu()
+    fista_obj = objective[-1]
     n_probe = 200
     t_iter = solve(op, y[:1], lam, "fista", n_iter=n_probe, track=False).time[-1] / n_probe
     per_stack = []
     for i in range(len(y)):
-        reached = (run.objective[:, i] <= net_obj[i]).nonzero()
+        reached = (objective[:, i] <= net_obj[i]).nonzero()
         k = int(reached[0]) + 1 if len(reached) else None
         t_fista = (k if k is not None else cfg.fista_iters) * t_iter
         per_stack.append({
@@ -103,7 +101,7 @@ def quality_and_speed(model: SPoDNet, psf: np.ndarray, y: torch.Tensor, cfg: Ben
         })
     ratios = [s["ratio"] for s in per_stack]
     speedups = [s["speedup_to_same_objective"] for s in per_stack]
-    checkpoints = {str(k): float((run.objective[k - 1] / fista_obj).mean())
+    checkpoints = {str(k): float((objective[k - 1] / fista_obj).mean())
                    for k in (10, 30, 100, 300, 1000) if k <= cfg.fista_iters}
     return {
         "lam": lam, "test_stacks": len(y), "test_size_px": list(y.shape[-2:]),
@@ -138,10 +136,10 @@ def sizes(model_name: str) -> dict:
     }
 
 
-def _train(variant, threshold, lr, psf, stacks, y_test, cfg: BenchConfig, seed, lam, log) -> dict:
-    model = build_model(variant, psf, stacks[0].shape[0], cfg.ablation_layers, threshold, lam,
-                        cfg.test_size).float()
-    op = spod_operator(torch.from_numpy(psf), y_test.shape[1])
+def _train(architecture, prox, lr, psf, stacks, op, y_test, cfg: BenchConfig, seed, lam, log) -> dict:
+    model = ARCHITECTURES[architecture].from_solver(torch.from_numpy(psf), channels=stacks[0].shape[0],
+                                     n_layers=cfg.ablation_layers, prox=prox, lam=lam,
+                                     tile=cfg.test_size)
 
     def on_stage(m, phase, net):
         with torch.no_grad():
@@ -150,14 +148,14 @@ def _train(variant, threshold, lr, psf, stacks, y_test, cfg: BenchConfig, seed, 
                     "zero_fraction": float((x == 0).float().mean())}
 
     # The seed's protocol: absolute Adam learning rates, γ = 0.3.
-    train_cfg = LayerwiseConfig(steps=cfg.ablation_steps, lr=lr, gamma=0.3, batch_size=4,
-                                crop=cfg.test_size, n_train=cfg.ablation_n_train, seed=seed,
-                                relative_lr=False, device="cpu", quiet=True)
+    train_cfg = SpodTraining(steps=cfg.ablation_steps, lr=lr, gamma=0.3, batch_size=4,
+                             crop=cfg.test_size, n_train=cfg.ablation_n_train, seed=seed,
+                             relative_lr=False, device=str(y_test.device), quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        records = train_layerwise(model, psf, stacks, train_cfg, Path(tmp) / "m.safetensors",
-                                  on_stage=on_stage)
-    name = f"{variant}-{'LST' if threshold == 'leaky' else 'NST'}-lr{lr:g}"
+        records = train_spod(model, psf, stacks, train_cfg, Path(tmp) / "m.safetensors",
+                             on_stage=on_stage)
+    name = f"{architecture}-{'LST' if prox == 'leaky' else 'NST'}-lr{lr:g}"
     log(f"{name}: {time.perf_counter() - start:.0f} s, test objective "
         f"{records[-1]['test_objective']:.5g}")
     stages = [{
@@ -172,16 +170,15 @@ def _train(variant, threshold, lr, psf, stacks, y_test, cfg: BenchConfig, seed, 
             "train_seconds": time.perf_counter() - start}
 
 
-def ablations(psf, y_test, cfg: BenchConfig, seed, lam, log) -> dict:
+def ablations(psf, op, y_test, cfg: BenchConfig, seed, lam, log) -> dict:
     sims = [simulate(SPoDSimConfig(size=2 * cfg.test_size), seed=500 + i)
             for i in range(cfg.ablation_train_obs)]
-    stacks = [prepare(s["observation"], psf).y for s in sims]
+    stacks = [prepare(s["observation"]).y for s in sims]
     runs = [("spodnet", "leaky", 1e-4), ("lista", "leaky", 1e-4), ("spodnet", "nonneg", 1e-3),
             ("spodnet", "nonneg", 1e-4), ("spodnet", "leaky", 1e-3), ("spodnet", "nonneg", 1e-2),
             ("spodnet", "leaky", 1e-2)]
-    results = [_train(*run, psf, stacks, y_test, cfg, seed, lam, log) for run in runs]
+    results = [_train(*run, psf, stacks, op, y_test, cfg, seed, lam, log) for run in runs]
     by_name = {r["name"]: r for r in results}
-    op = spod_operator(torch.from_numpy(psf), y_test.shape[1])
     zero = torch.zeros_like(op.adjoint(y_test))  # the stalled nets' output
     spod, lista = by_name["spodnet-LST-lr0.0001"], by_name["lista-LST-lr0.0001"]
     return {
@@ -194,35 +191,35 @@ def ablations(psf, y_test, cfg: BenchConfig, seed, lam, log) -> dict:
     }
 
 
-def run_benchmark(json_path, quick: bool, seed: int = 0, device: str = "cpu",
-                  quiet: bool = False, model_name: str = "spodnet") -> Path:
-    """Run the benchmark and write the JSON result (see the module docstring)."""
+def run_bench(quick: bool, seed: int, device: str | None, quiet: bool,
+              model_name: str = "spodnet") -> dict:
+    """Run the benchmark (see the module docstring); returns the results."""
     import click
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     cfg = QUICK if quick else FULL
+    dev = torch.device(device or "cpu")
 
     def log(message: str) -> None:
         if not quiet:
             click.echo(message, err=True)
 
-    model, extra = load(model_name, device=device)
+    model, extra = load(model_name, device=dev)
     psf = simulate(SPoDSimConfig(size=1), seed=0)["psf"]
-    y = _test_set(cfg, psf)
+    y = _test_set(cfg).to(dev)
+    op = SPoDConv.from_psf(torch.from_numpy(psf), y.shape[1]).to(dev)
     start = time.perf_counter()
     results = {
         "protocol": {**cfg.__dict__, "model": model_name, "model_training": extra.get("train"),
                      "note": "test: 4 patches of each held-out stack (simulate seeds 900..), "
                      "default PSF; bundled model trained on seeds 100-105; ablation training: "
                      "seeds 500.."},
-        "quality_speed": quality_and_speed(model, psf, y, cfg, log),
+        "quality_speed": quality_and_speed(model, op, y, cfg, log),
         "size": sizes(model_name),
-        "ablations": ablations(psf, y, cfg, seed, model.config.lam, log),
+        "ablations": ablations(psf, op, y, cfg, seed, model.config.lam, log),
         "threads": torch.get_num_threads(),
         "load_avg_end": os.getloadavg()[0],
     }
     results["seconds"] = time.perf_counter() - start
-    path = write_result(json_path, "spod", quick, results)
-    log(f"wrote {path}")
-    return path
+    return results

@@ -6,7 +6,8 @@ pixels, then minimum filter 7 against the background, per polarization image) an
 one scale s (its 99.9th percentile), so that λ means the same for every acquisition; recovered
 images are multiplied back by s. The PSF is normalised to sum 1.
 
-Seed: spodnet-lista-spod-microscopy.txt Sec. 5 (Dataset: median 5 then minimum 7).
+Seed: spodnet-lista-spod-microscopy.txt Sec. 5 (Dataset: median 5 then minimum 7), Sec. 5.1
+(training crops with random flips).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.io import read_image
-from ...data.transforms import to_channels_first
+from ...data.transforms import prepare_image, random_crop_rot_flip
 from ...errors import UserError
 
 MEDIAN_SIZE = 5
@@ -37,27 +38,15 @@ def preprocess(stack: np.ndarray, median: int = MEDIAN_SIZE, minimum: int = MINI
     return out
 
 
-def intensity_scale(stack: np.ndarray) -> float:
-    """s = 99.9th percentile of the stack (1 for an all-zero or negative stack)."""
-    value = float(np.percentile(stack, 99.9))
-    return value if value > 0 else 1.0
-
-
-def read_stack(path: str | Path, channels: int | None = None) -> np.ndarray:
-    """Read an observation (multi-page TIFF (c, H, W), or an RGB image as 3 channels) as
-    float32 (c, H, W); one-line UserError for a wrong layout."""
-    stack = read_image(path)
-    if stack.ndim == 3:  # an RGB(A) PNG/TIFF (H, W, 3|4) -> (3|4, H, W)
-        stack = to_channels_first(stack)
-    if stack.ndim != 3:
-        raise UserError(
-            f"{path}: a SPoD observation must be a (channels, H, W) stack, got shape {stack.shape}"
-        )
-    if channels is not None and stack.shape[0] != channels:
-        raise UserError(f"{path}: {stack.shape[0]} polarization channels, expected {channels}")
+def read_stack(path: str | Path) -> np.ndarray:
+    """Read an observation (multi-page TIFF (c, H, W), or an RGB(A) image as 3 (4) channels) as
+    float32 (c, H, W), values unchanged; one-line UserError for a wrong layout, NaN/Inf, fewer
+    than 2 channels or an image under 8 x 8."""
+    stack = prepare_image(read_image(path), channels=None, normalize=None, source=str(path))
     if stack.shape[0] < 2:
-        raise UserError(f"{path}: needs at least 2 polarization channels, got {stack.shape[0]}")
-    return stack.astype(np.float32)
+        raise UserError(f"{path}: a SPoD stack needs at least 2 polarization channels, got "
+                        f"shape {stack.shape}")
+    return stack
 
 
 def read_psf(path: str | Path) -> np.ndarray:
@@ -74,23 +63,6 @@ def read_psf(path: str | Path) -> np.ndarray:
     return (psf / total).astype(np.float32)
 
 
-@dataclass
-class Prepared:
-    """A stack ready for recovery: y (c, H, W) normalised, and the scale s it was divided by."""
-
-    y: np.ndarray
-    scale: float
-
-
-def prepare(stack: np.ndarray, psf: np.ndarray, preprocessing: bool = True) -> Prepared:
-    """Check sizes, preprocess (optional) and normalise a stack for recovery with ``psf``."""
-    if stack.shape[-2] < 1 or stack.shape[-1] < 1:
-        raise UserError("empty observation")
-    y = preprocess(stack) if preprocessing else np.asarray(stack, np.float32)
-    scale = intensity_scale(y)
-    return Prepared((y / scale).astype(np.float32), scale)
-
-
 def load_directory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(observation, psf) from a simulate-style folder DIR/observation.tif + DIR/psf.tif."""
     path = Path(path)
@@ -99,19 +71,36 @@ def load_directory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return read_stack(path / "observation.tif"), read_psf(path / "psf.tif")
 
 
+@dataclass
+class Prepared:
+    """A stack ready for recovery: y (c, H, W) normalised, and the scale s it was divided by."""
+
+    y: np.ndarray
+    scale: float
+
+
+def prepare(stack: np.ndarray, preprocessing: bool = True) -> Prepared:
+    """Preprocess (optional) and normalise a stack (c, H, W) for recovery: y = stack / s with
+    s its 99.9th percentile (1 for an all-zero or negative stack)."""
+    y = preprocess(stack) if preprocessing else np.asarray(stack, np.float32)
+    scale = float(np.percentile(y, 99.9))
+    scale = scale if scale > 0 else 1.0
+    return Prepared((y / scale).astype(np.float32), scale)
+
+
 def random_crops(
     stacks: list[np.ndarray], n: int, size: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """n random size×size crops, each from a random stack, randomly flipped vertically and/or
-    horizontally (the seed's augmentation, Sec. 5.1): (n, c, size, size) float32."""
+    """n random size×size crops, each from a random stack, flipped vertically and/or
+    horizontally with probability 1/2 each: the seed's augmentation (Sec. 5.1), which has no
+    90° turns (:func:`random_crop_rot_flip` crops only): (n, c, size, size) float32."""
     out = []
     for _ in range(n):
         stack = stacks[rng.integers(len(stacks))]
-        hh, ww = stack.shape[-2:]
-        if hh < size or ww < size:
+        if min(stack.shape[-2:]) < size:
+            hh, ww = stack.shape[-2:]
             raise UserError(f"observation {hh}x{ww} is smaller than the crop size {size}")
-        i, j = rng.integers(0, hh - size + 1), rng.integers(0, ww - size + 1)
-        crop = stack[:, i : i + size, j : j + size]
+        crop = random_crop_rot_flip(rng, stack, size, augment=False)[0]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         if rng.random() < 0.5:

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..base import DemoResult
+
 FISTA_ITERS = 300
 
 
@@ -24,28 +26,27 @@ def orientation_rgb(x: np.ndarray) -> np.ndarray:
     return hsv_to_rgb(np.stack([hue, np.ones_like(hue), value], -1))
 
 
-def run_demo(out_dir: Path, quiet: bool = False) -> dict:
+def run_demo(out_dir: Path) -> DemoResult:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...data.io import atomic_path
     from ...metrics import psnr
     from ...models import load
-    from ...operators.spod import spod_objective
+    from ...operators.spod import SPoDConv, spod_objective
+    from ...report import save_figure
     from ...sim.spod import SPoDSimConfig, simulate
     from .data import prepare
-    from .recover import predict_model, solve, spod_operator
+    from .recover import predict_model, solve
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     model, _ = load("spodnet")
     lam = model.config.lam
     data = simulate(SPoDSimConfig(size=128), seed=2024)
     psf, truth = data["psf"], data["truth"]
-    prepared = prepare(data["observation"], psf)
+    prepared = prepare(data["observation"])
     y = torch.from_numpy(prepared.y)[None]
-    op = spod_operator(torch.from_numpy(psf), y.shape[1])
+    op = SPoDConv.from_psf(torch.from_numpy(psf), y.shape[1])
     with torch.no_grad():
         x_net = predict_model(model, y)
         net_obj = float(spod_objective(op, x_net, y, lam)[0])
@@ -55,7 +56,6 @@ def run_demo(out_dir: Path, quiet: bool = False) -> dict:
     x_net_np = x_net[0].numpy() * prepared.scale
     x_fista = run.x[0].numpy() * prepared.scale
 
-    figures = []
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     panels = [
         (data["observation"][0], "observation, polarization 1"),
@@ -68,7 +68,7 @@ def run_demo(out_dir: Path, quiet: bool = False) -> dict:
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    figures.append(_save(fig, out_dir / "spod_recovery.png", atomic_path))
+    figures = [save_figure(fig, out_dir / "spod_recovery.png", dpi=90)]
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.loglog(np.arange(1, len(fista_curve) + 1), fista_curve, label="FISTA (line search)")
@@ -77,14 +77,13 @@ def run_demo(out_dir: Path, quiet: bool = False) -> dict:
     ax.set_ylabel("objective L(Y, x), eq. (5)")
     ax.legend()
     fig.tight_layout()
-    figures.append(_save(fig, out_dir / "spod_objective.png", atomic_path))
-    plt.close("all")
-    return {
-        "title": "SPoD: super-resolution recovery of a polarization stack (SPoD-Net vs FISTA)",
-        "text": "A simulated 18-channel SPoD stack (filaments and dots, Airy PSF 32x32, shot "
+    figures.append(save_figure(fig, out_dir / "spod_objective.png", dpi=90))
+    return DemoResult(
+        title="SPoD: super-resolution recovery of a polarization stack (SPoD-Net vs FISTA)",
+        text="A simulated 18-channel SPoD stack (filaments and dots, Airy PSF 32x32, shot "
         "noise) recovered by the bundled 10-layer SPoD-Net and by FISTA with line search on the "
         "same objective (eq. 5). Colours show the recovered dipole orientation.",
-        "metrics": {
+        metrics={
             "SPoD-Net objective": net_obj,
             f"FISTA objective after {FISTA_ITERS} iterations": float(fista_curve[-1]),
             "FISTA iterations to reach SPoD-Net": int(reached[0]) + 1 if len(reached) else
@@ -92,11 +91,5 @@ def run_demo(out_dir: Path, quiet: bool = False) -> dict:
             "SPoD-Net PSNR (dB)": psnr(x_net_np, truth),
             "FISTA PSNR (dB)": psnr(x_fista, truth),
         },
-        "figures": [str(f) for f in figures],
-    }
-
-
-def _save(fig, path: Path, atomic_path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return path
+        figures=figures,
+    )

@@ -1,2 +1,2 @@
-"""FluoroSpot/ELISpot cell detection and secretion profiles: simulate, train, predict, evaluate,
-bench (SpotNet, ConvNet baseline, APG). The click commands live in :mod:`.cli`."""
+"""FluoroSpot/ELISpot cell detection and secretion profiles (SpotNet, ConvNet baseline, APG):
+the :class:`~.task.SpotsTask` of ``proxscope spots ...`` and ``proxscope bench spots``."""

@@ -1,51 +1,27 @@
-"""Inference: image -> secretion maps (SpotNet / ConvNet / APG) -> detected cells.
+"""Inference: image -> secretion maps (SpotNet / ConvNet) -> detected cells and their profiles.
 
 Detection (Seed: spotnet-fluorospot-learned-iterations.txt Sec. 4): local maxima of the temporal
 mean of the K output maps (scikit-image ``peak_local_max``, 3×3 neighbourhood), score = the peak
 value. Unlike the seed, the mean is first sharpened by a Laplacian-of-Gaussian filter (sigma 1
 px): the learned maps are blurry and crowded cells otherwise merge into one peak. Cells with
 score >= threshold are kept; the model's threshold is fixed on validation images at training
-time (checkpoint extra ``threshold``, with the ``detect_sigma`` it was fitted for). A cell's
-secretion profile is the sum of each output map over the 3×3 neighbourhood of its peak (target
-units: the network output spreads a cell over a few pixels).
+time and stored with the LoG sigma it was fitted for (:func:`proxscope.checkpoint.detection_settings`).
+A cell's secretion profile is the sum of each output map over the 3×3 neighbourhood of its peak
+(target units: the network output spreads a cell over a few pixels).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import UserError
-
 TILE, OVERLAP, PAD = 576, 32, 16  # a padded 512x512 image is one tile
+DETECT_SIGMA = 1.0  # px; chosen on the 3 validation images (benchmarks/spots.md)
 
 
-def prepare_image(image: np.ndarray, source: str = "image") -> np.ndarray:
-    """A single-channel image as float32 scaled to max 255 (the simulator's normalisation).
-
-    Accepts (H, W) or a singleton channel axis (1, H, W) / (H, W, 1)."""
-    image = np.asarray(image)
-    if image.ndim == 3 and 1 in (image.shape[0], image.shape[-1]):
-        image = image.reshape(image.shape[1:] if image.shape[0] == 1 else image.shape[:-1])
-    if image.ndim != 2:
-        raise UserError(
-            f"{source}: expected a single-channel 2-D image, got shape {image.shape} "
-            "(save one channel of a multi-channel FluoroSpot image)"
-        )
-    if min(image.shape) < 8:
-        raise UserError(f"{source}: image {image.shape} is too small (at least 8x8)")
-    image = image.astype(np.float32)
-    if not np.isfinite(image).all():
-        raise UserError(f"{source}: image contains NaN or Inf values")
-    image = image - min(float(image.min()), 0.0)
-    peak = float(image.max())
-    if peak <= 0:
-        raise UserError(f"{source}: image is blank (all zeros)")
-    return image * (255.0 / peak)
-
-
-def infer(model, image: np.ndarray, device="cpu"):
+def infer(model, image: np.ndarray, device="cpu") -> np.ndarray:
     """Model output for one prepared image (H, W) -> secretion maps (K, H, W) float32 (numpy),
     computed in overlapping 576×576 tiles (receptive field < 32 px). The image is mirrored by
     ``PAD`` px at its borders first (cropped after): the assay continues beyond the field of
@@ -62,9 +38,6 @@ def infer(model, image: np.ndarray, device="cpu"):
     return out[0, :, pad : pad + image.shape[0], pad : pad + image.shape[1]].cpu().numpy()
 
 
-DETECT_SIGMA = 1.0  # px; chosen on the 3 validation images (benchmarks/spots.md)
-
-
 def detection_map(secretion: np.ndarray, sigma: float = DETECT_SIGMA) -> np.ndarray:
     """(K, H, W) -> (H, W): the temporal mean, sharpened by a Laplacian-of-Gaussian filter
     (−∇²G_sigma ⊛ mean, a standard blob detector) when sigma > 0, so that two cells a few
@@ -73,12 +46,6 @@ def detection_map(secretion: np.ndarray, sigma: float = DETECT_SIGMA) -> np.ndar
 
     mean = secretion.mean(0)
     return -gaussian_laplace(mean, sigma) if sigma > 0 else mean
-
-
-def stored_detection(extra: dict) -> tuple[float, float]:
-    """(threshold, sigma) stored with a checkpoint by training; checkpoints without
-    ``detect_sigma`` had their threshold fitted on the plain mean (sigma 0)."""
-    return float(extra.get("threshold", 0.0)), float(extra.get("detect_sigma", 0.0))
 
 
 def detect(
@@ -105,47 +72,55 @@ def profiles(secretion: np.ndarray, yx: np.ndarray) -> np.ndarray:
     return local[:, yx[:, 0], yx[:, 1]].T
 
 
-def predict_to_dir(
-    image_path: str | Path,
-    model_name: str,
-    out: str | Path,
-    threshold: float | None = None,
-    device: str | None = None,
-) -> dict:
-    """Run a model on an image file; write OUT/cells.csv (y,x,score,x_0..x_{K-1}),
-    OUT/secretion.tif (K, H, W) and OUT/overlay.png (detections on the image). Returns a
-    summary dict."""
-    from ...data.io import read_image, write_image, write_points
+def load_model(name: str, device=None) -> tuple[object, dict, object]:
+    """(model, detection settings, torch device) of a bundled name or checkpoint path; raises
+    :class:`UserError` when it is not a spots model."""
+    from ...checkpoint import detection_settings
+    from ...errors import UserError
     from ...models import load
     from ...models.base import ConfigModule
     from ...utils import resolve_device
 
-    dev = resolve_device(device)
-    image = prepare_image(read_image(image_path), str(image_path))
-    model, extra = load(model_name, device=dev, expected=ConfigModule)
+    device = resolve_device(device)
+    model, extra = load(name, device=device, expected=ConfigModule)
     if not hasattr(model.config, "n_channels"):
-        raise UserError(f"{model_name}: not a spots model ({type(model).__name__})")
-    stored_threshold, sigma = stored_detection(extra)
-    threshold = stored_threshold if threshold is None else threshold
-    secretion = infer(model, image, dev)
-    yx, scores = detect(secretion, min_score=threshold, sigma=sigma)
-    per_cell = profiles(secretion, yx)
-    out = Path(out)
-    columns = {"score": scores} | {f"x_{k}": per_cell[:, k] for k in range(per_cell.shape[1])}
-    write_image(out / "secretion.tif", secretion.astype(np.float32))
-    write_overlay(out / "overlay.png", image, yx)
-    write_points(out / "cells.csv", yx, columns)
-    return {"cells": int(len(yx)), "threshold": threshold, "model": str(model_name)}
+        raise UserError(f"{name}: not a spots model ({type(model).__name__})")
+    return model, detection_settings(extra), device
 
 
-def write_overlay(path: str | Path, image: np.ndarray, yx: np.ndarray) -> Path:
-    """PNG of the image (gray) with a circle at every detected cell, written atomically."""
+def predictor(model_name: str, device=None, threshold: float | None = None) -> Callable:
+    """Load the model once -> ``run(image_path, out_dir) -> {"cells", "threshold"}``, which
+    writes OUT/cells.csv (y,x,score,x_0..x_{K-1}), OUT/secretion.tif (K, H, W) and
+    OUT/overlay.png (detections on the image). ``threshold`` None: the model's."""
+    from ...data.io import read_image, write_image, write_points
+    from ...data.transforms import prepare_image
+
+    model, settings, device = load_model(model_name, device)
+    threshold = settings["threshold"] if threshold is None else threshold
+
+    def run(image_path: Path, out: Path) -> dict:
+        image = prepare_image(read_image(image_path), channels=(1,), normalize="max",
+                              source=str(image_path))[0]
+        secretion = infer(model, image, device)
+        yx, scores = detect(secretion, min_score=threshold, sigma=settings["sigma"])
+        per_cell = profiles(secretion, yx)
+        columns = {"score": scores} | {f"x_{k}": per_cell[:, k] for k in range(per_cell.shape[1])}
+        write_image(out / "secretion.tif", secretion.astype(np.float32))
+        write_overlay(out / "overlay.png", image, yx)
+        write_points(out / "cells.csv", yx, columns)
+        return {"cells": int(len(yx)), "threshold": threshold}
+
+    return run
+
+
+def write_overlay(path: Path, image: np.ndarray, yx: np.ndarray) -> Path:
+    """PNG of the image (gray, 1 px per pixel) with a circle at every detected cell."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...data.io import atomic_path
+    from ...report import save_figure
 
     h, w = image.shape
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)
@@ -155,7 +130,4 @@ def write_overlay(path: str | Path, image: np.ndarray, yx: np.ndarray) -> Path:
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.axis("off")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100, tight=False)

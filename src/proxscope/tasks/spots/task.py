@@ -1,0 +1,130 @@
+"""``proxscope spots ...`` and ``proxscope bench spots``: the spots task on the Task contract.
+
+Only click and the contract are imported here (``--help`` stays instant); each verb imports its
+module: :mod:`.simulate`, :mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.bench`,
+:mod:`.demo`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..base import DemoResult, Task
+
+FOLDER = click.Path(file_okay=False)
+
+
+class SpotsTask(Task):
+    name = "spots"
+    summary = "FluoroSpot/ELISpot cell detection and per-cell secretion profiles."
+    models = ("spotnet", "convnet")
+    default_model = "spotnet"
+    architectures = ("spotnet", "convnet")
+    train_defaults = {"steps": 2000, "lr": None, "batch_size": 1}
+    evaluate_filename = "cells.csv"  # predict_suffix "": a folder per image (OUT/<name>/cells.csv)
+    examples = {
+        "simulate": ["proxscope spots simulate --cells 250 --size 256 --seed 1 --out data/a"],
+        "train": ["proxscope spots train --data data/a --data data/b --val data/c --model spotnet "
+                  "--out sn.safetensors"],
+        "predict": ["proxscope spots predict data/a/image.tif --out out/a",
+                    "proxscope spots predict images/ --model convnet --out out"],
+        "evaluate": ["proxscope spots evaluate --pred out/a/cells.csv --truth data/a/cells.csv",
+                     "proxscope spots evaluate --pred out --truth data"],
+        "bench": ["proxscope bench spots --quick --json benchmarks/results/spots-quick.json"],
+    }
+
+    def options(self, verb: str) -> list:
+        opt = click.option
+        if verb == "simulate":
+            return [
+                opt("--cells", default=1250, show_default=True, type=click.IntRange(min=0)),
+                opt("--size", default=512, show_default=True, type=click.IntRange(min=8)),
+                opt("--noise-level", default=3, show_default=True, type=click.IntRange(0, 8),
+                    help="0 = noiseless; L: Gaussian noise std sqrt(2^(-2(9-L))/12) (3: 4.5e-3)."),
+            ]
+        if verb == "train":
+            return [
+                opt("--data", multiple=True, required=True, type=FOLDER,
+                    help="Training folder from 'spots simulate' (repeat the option)."),
+                opt("--val", multiple=True, type=FOLDER,
+                    help="Validation folder (repeat); default: the last 30% of --data."),
+                opt("--crop", default=128, show_default=True, type=click.IntRange(min=0),
+                    help="Random crop size of the training batches (0 = whole images)."),
+                opt("--val-every", default=100, show_default=True, type=click.IntRange(min=1),
+                    help="Validate and write OUT.resume every N steps."),
+            ]
+        threshold = opt("--threshold", default=None, type=float,
+                        help="Keep cells with score >= this (predict default: the model's, fixed "
+                        "on validation images; evaluate: all).")
+        if verb == "predict":
+            return [threshold]
+        if verb == "evaluate":
+            return [opt("--radius", default=3.0, show_default=True,
+                        type=click.FloatRange(min=0, min_open=True), help="Matching radius (px)."),
+                    threshold]
+        return []
+
+    def simulate(self, out: Path, *, seed: int, quiet: bool, cells: int, size: int,
+                 noise_level: int) -> dict:
+        """Simulate one FluoroSpot image with the physical model (512x512 takes a few seconds).
+
+        Writes OUT/image.tif, OUT/target.tif (K x H x W), OUT/cells.csv (y,x,total_secretion,x_k)
+        and OUT/kernels.tif.
+        """
+        import numpy as np
+
+        from ...sim.fluorospot import FluoroSpotConfig
+        from ...sim.fluorospot import simulate as simulate_sample
+        from .simulate import write_sample
+
+        config = FluoroSpotConfig(size=size, n_cells=cells, noise_level=noise_level)
+        write_sample(out, simulate_sample(config, np.random.default_rng(seed)))
+        return {"out": str(out), "cells": cells, "size": size, "noise_level": noise_level}
+
+    def train(self, out: Path, *, model: str, data, val, **opts) -> dict:
+        """Train SpotNet or ConvNet on simulated folders (Adam, MSE loss on random crops, keep
+        the best validation model; default lr: spotnet 1e-4, convnet 1e-3), then fix the
+        detection threshold on the validation folders."""
+        from .train import train
+
+        return train(model, data, out, val=list(val), **opts)
+
+    def predictor(self, *, model: str, device: str | None, seed: int, quiet: bool,
+                  threshold: float | None = None):
+        """Detect cells in single-channel images (TIFF/PNG; scaled to max 255).
+
+        Writes OUT/cells.csv (y,x,score,x_0..x_29), OUT/secretion.tif (K x H x W) and
+        OUT/overlay.png; for several images one such folder per image, OUT/<image name>/.
+        """
+        from .predict import predictor
+
+        return predictor(model, device, threshold)
+
+    def evaluate_pair(self, pred: Path, truth: Path, *, radius: float, threshold: float | None) -> dict:
+        from .evaluate import evaluate_files
+
+        return evaluate_files(pred, truth, radius=radius, threshold=threshold)
+
+    def pool(self, results: dict[str, dict], **opts) -> dict:
+        from .evaluate import pool_scores
+
+        return pool_scores(results)
+
+    def evaluate(self, pred: Path, truth: Path, **opts) -> dict:
+        """Precision / recall / F1 of predicted cells (one-to-one matching within RADIUS), as
+        JSON: two cells CSV files, or two folders of per-image folders (OUT/<name>/cells.csv
+        against DATA/<name>/cells.csv), pooled over images."""
+        return super().evaluate(pred, truth, **opts)
+
+    def bench(self, *, quick: bool, seed: int, device: str | None, quiet: bool) -> dict:
+        """SpotNet vs ConvNet vs APG on simulated 512x512 images with 250/750/1250 cells."""
+        from .bench import run_bench
+
+        return run_bench(quick, seed=seed, device=device, quiet=quiet)
+
+    def demo(self, out: Path, *, quiet: bool) -> DemoResult:
+        from .demo import run_demo
+
+        return run_demo(Path(out))
