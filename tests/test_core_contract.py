@@ -3,7 +3,6 @@ preparation, augmentation that carries points and masks, pooled scores, detectio
 
 import numpy as np
 import pytest
-import tifffile
 
 from proxscope.checkpoint import detection_settings
 from proxscope.data.io import check_writable, expand_inputs, pair_files, write_table

@@ -209,6 +209,8 @@ def test_bad_images_raise_user_error():
     with pytest.raises(UserError, match="RGB"):
         preprocess_fundus(np.zeros((64, 64), np.uint8))
     with pytest.raises(UserError, match="RGB"):
+        preprocess_fundus(np.zeros((64, 64, 2), np.uint8))
+    with pytest.raises(UserError, match="field of view"):  # RGBA: alpha dropped, then blank
         preprocess_fundus(np.zeros((64, 64, 4), np.uint8))
     with pytest.raises(UserError, match="field of view"):
         preprocess_fundus(np.zeros((64, 64, 3), np.uint8))

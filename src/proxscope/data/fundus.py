@@ -72,8 +72,11 @@ def as_rgb_float(image: np.ndarray) -> np.ndarray:
     """Check an RGB photograph (H, W, 3) and return it as float32 in [0, 1].
 
     uint8 / uint16 are divided by 255 / 65535; floats are taken as [0, 1] when their maximum is at
-    most 1, else as 0-255. Raises ``UserError`` for other shapes, empty images, NaN/Inf."""
+    most 1, else as 0-255; RGBA loses its alpha. Raises ``UserError`` for other shapes, empty
+    images, NaN/Inf."""
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 4:  # RGBA (common for PNG): drop alpha
+        image = image[..., :3]
     if image.ndim != 3 or image.shape[-1] != 3:
         raise UserError(
             f"expected an RGB fundus photograph of shape (H, W, 3), got shape {image.shape}"
@@ -272,7 +275,8 @@ def mask_to_canvas(mask: np.ndarray, geometry: FundusGeometry, min_cover: float 
     photograph's."""
     mask = np.asarray(mask)
     if mask.shape != tuple(geometry.input_shape):
-        raise UserError(f"lesion mask of shape {mask.shape} does not match the photograph {geometry.input_shape}")
+        raise UserError(
+            f"lesion mask of shape {mask.shape} does not match the photograph {geometry.input_shape}")
     y0, x0, side = geometry.box
     crop = _crop(mask, y0, x0, side)
     types = [t for t in np.unique(crop) if t != 0]

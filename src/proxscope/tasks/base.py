@@ -32,6 +32,10 @@ class DemoResult:
 class Task:
     """Base class of a task. Subclasses set the class attributes and implement the verbs.
 
+    A verb method's docstring is its ``--help`` text (``predictor`` for ``predict``): what it
+    reads and writes, then an ``Examples:`` block of command lines after a line holding only
+    ``\\b``, so that click keeps the lines as written.
+
     Shared options are passed to the verbs as keyword arguments with these names: ``out``
     (Path), ``seed`` (int), ``device`` (str or None), ``quiet`` (bool), ``resume`` (bool),
     ``model`` (str), ``steps`` (int), ``lr`` (float or None), ``batch_size`` (int); ``threads``
@@ -58,8 +62,6 @@ class Task:
     #: per-image folder (e.g. ``cells.csv``: the image name is then the folder's)
     evaluate_suffixes: ClassVar[tuple[str, ...]] = (".csv",)
     evaluate_filename: ClassVar[str | None] = None
-    #: verb -> example command lines shown in ``--help``
-    examples: ClassVar[dict[str, list[str]]] = {}
 
     def options(self, verb: str) -> list[Callable]:
         """The task's own click options for ``verb`` ('simulate', 'train', 'predict',

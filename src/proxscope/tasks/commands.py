@@ -53,7 +53,8 @@ def _shared(verb: str, task: Task) -> list:
         return [
             click.argument("inputs", metavar="IMAGE|FOLDER|GLOB"),
             _opt("--out", required=True, type=click.Path(),
-                 help="Output for one image; a folder (one output per image + summary.csv) for several."),
+                 help=f"Output for one image; for several, a folder: one output per image + "
+                      f"{task.summary_name}."),
             _opt("--model", default=task.default_model, show_default=True,
                  help=f"Bundled model ({', '.join(task.models)}) or a checkpoint path."),
             SEED, DEVICE, THREADS, QUIET,
@@ -97,12 +98,11 @@ def _echo(payload: dict, quiet: bool) -> None:
         click.echo(json.dumps(payload, indent=2, default=float))
 
 
-def _help(task: Task, verb: str, text: str) -> str:
+def _help(doc: str) -> str:
+    """A verb's ``--help``: its method's docstring, examples included (:class:`Task`)."""
     import inspect
 
-    text = inspect.cleandoc(text)
-    lines = task.examples.get(verb, [])
-    return text + ("\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines) if lines else "")
+    return inspect.cleandoc(doc)
 
 
 def _simulate_command(task: Task) -> click.Command:
@@ -110,7 +110,7 @@ def _simulate_command(task: Task) -> click.Command:
         _echo(task.simulate(**_prepare(kwargs, out_is_dir=True)), kwargs["quiet"])
 
     doc = task.simulate.__doc__ or "Simulate data with ground truth."
-    return click.command("simulate", help=_help(task, "simulate", doc))(
+    return click.command("simulate", help=_help(doc))(
         _decorate(simulate, _shared("simulate", task) + task.options("simulate")))
 
 
@@ -119,7 +119,7 @@ def _train_command(task: Task) -> click.Command:
         _echo(task.train(**_prepare(kwargs, out_is_dir=False)), kwargs["quiet"])
 
     doc = task.train.__doc__ or "Train a model."
-    return click.command("train", help=_help(task, "train", doc))(
+    return click.command("train", help=_help(doc))(
         _decorate(train, _shared("train", task) + task.options("train")))
 
 
@@ -141,7 +141,7 @@ def _predict_command(task: Task) -> click.Command:
         from tqdm import tqdm
 
         rows = []
-        for image, name in tqdm(list(zip(images, _output_names(images), strict=True)),
+        for image, name in tqdm(list(zip(images, _output_names(images, inputs), strict=True)),
                                 desc=f"{task.name} predict", disable=quiet, unit="image"):
             label = image.name if name == image.stem else name  # the file, or its folder
             rows.append({"image": label} | run(image, out / f"{name}{task.predict_suffix}"))
@@ -150,7 +150,7 @@ def _predict_command(task: Task) -> click.Command:
             click.echo(f"{len(rows)} images -> {out} ({task.summary_name})")
 
     doc = task.predictor.__doc__ or "Predict."
-    return click.command("predict", help=_help(task, "predict", doc))(
+    return click.command("predict", help=_help(doc))(
         _decorate(predict, _shared("predict", task) + task.options("predict")))
 
 
@@ -166,16 +166,20 @@ def _evaluate_command(task: Task) -> click.Command:
         _echo(result, quiet)
 
     doc = task.evaluate.__doc__ or "Score predictions against the truth."
-    return click.command("evaluate", help=_help(task, "evaluate", doc))(
+    return click.command("evaluate", help=_help(doc))(
         _decorate(evaluate, _shared("evaluate", task) + task.options("evaluate")))
 
 
-def _output_names(images: list[Path]) -> list[str]:
-    """One unique output name per image: its stem; where stems repeat (``data/*/image.tif``),
-    its folder's name (``data/a/image.tif`` -> ``a``, which pairs with ``data/a/cells.csv``);
-    else folder and stem (``a_image``)."""
-    for names in ([p.stem for p in images], [p.parent.name for p in images],
-                  [f"{p.parent.name}_{p.stem}" for p in images]):
+def _output_names(images: list[Path], spec: str) -> list[str]:
+    """One unique output name per image: its stem, or its folder's name when the glob's
+    wildcard is in a folder (``data/*/image.tif``: ``data/a/image.tif`` -> ``a``, which pairs
+    with ``data/a/cells.csv``, however many folders match) or when stems repeat; else folder
+    and stem (``a_image``)."""
+    import glob
+
+    stems, folders = [p.stem for p in images], [p.parent.name for p in images]
+    order = (folders, stems) if glob.has_magic(str(Path(spec).parent)) else (stems, folders)
+    for names in (*order, [f"{p.parent.name}_{p.stem}" for p in images]):
         if len(set(names)) == len(names):
             return names
     return [f"{i:05d}_{p.stem}" for i, p in enumerate(images)]
@@ -217,4 +221,4 @@ def bench_command(task: Task) -> click.Command:
         SEED, DEVICE, THREADS, QUIET,
     ] + task.options("bench")
     doc = task.bench.__doc__ or "Benchmark."
-    return click.command(task.name, help=_help(task, "bench", doc))(_decorate(bench, options))
+    return click.command(task.name, help=_help(doc))(_decorate(bench, options))

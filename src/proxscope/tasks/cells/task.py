@@ -52,16 +52,6 @@ class CellsTask(Task):
     # the bundled recipe: 1200 steps of 16 64² patches (100 passes over 12 images of 256²)
     train_defaults = {"steps": 1200, "lr": 2e-3, "batch_size": 16}
     predict_suffix = ".csv"
-    examples = {
-        "simulate": ["proxscope cells simulate --n-images 8 --size 256 --seed 0 --out data/cells"],
-        "train": ["proxscope cells train --images data/cells/images --points data/cells/points "
-                  "--out cells.safetensors --model ecnncs2 --steps 1200"],
-        "predict": ["proxscope cells predict image.tif --model cnncs --out points.csv",
-                    "proxscope cells predict data/cells/images --out pred/"],
-        "evaluate": ["proxscope cells evaluate --pred points.csv --truth truth.csv --radius 4",
-                     "proxscope cells evaluate --pred pred/ --truth data/cells/points"],
-        "bench": ["proxscope bench cells --quick --threads 1 --json cells-quick.json"],
-    }
 
     def options(self, verb: str) -> list:
         return OPTIONS.get(verb, [])
@@ -70,7 +60,12 @@ class CellsTask(Task):
         """Simulated microscopy images: OUT/images/*.tif (uint16) and OUT/points/*.csv (y,x).
 
         Target cells sit among lookalike clutter (elongated, ring-shaped, debris, faint blobs)
-        with stain and background variation."""
+        with stain and background variation.
+
+        \b
+        Examples:
+          proxscope cells simulate --n-images 8 --size 256 --seed 0 --out data/cells
+        """
         from ...data.io import write_image, write_points
         from ...sim.cells import simulate, to_uint16
 
@@ -91,7 +86,15 @@ class CellsTask(Task):
         old --epochs E is E·max(pixels/patch², batch)/batch steps: the default 1200 steps are
         the bundled model's recipe, 100 passes over 12 images of 256². The vote threshold of
         the decoding is then tuned for the best F1 on the validation images (matches within
-        --bandwidth pixels) and stored in the checkpoint."""
+        --bandwidth pixels) and stored in the checkpoint.
+
+        \b
+        Examples:
+          proxscope cells train --images data/cells/images --points data/cells/points \\
+              --out cells.safetensors
+          proxscope cells train --images data/cells/images --points data/cells/points \\
+              --val-images val/images --val-points val/points --model cnncs --out cnncs.safetensors
+        """
         from ...errors import UserError
         from ...models.cnncs import CNNCSConfig
         from .train import load_annotated, train
@@ -109,7 +112,15 @@ class CellsTask(Task):
 
     def predictor(self, *, model: str, device: str | None, seed: int, quiet: bool):
         """Detect cell centres in images of any size (processed in overlapping tiles); writes
-        points CSV (y,x,score) per image."""
+        points CSV (y,x,score) per image: OUT, or OUT/<image name>.csv and OUT/summary.csv for
+        several images.
+
+        \b
+        Examples:
+          proxscope cells predict data/cells/images/cells_0000.tif --out points.csv
+          proxscope cells predict data/cells/images --model cells.safetensors --out pred
+          proxscope cells predict 'data/cells/images/*.tif' --out pred
+        """
         from ...data.io import read_image, write_points
         from .detect import detect, load_detector
 
@@ -121,6 +132,18 @@ class CellsTask(Task):
             return {"cells": len(points)}
 
         return run
+
+    def evaluate(self, pred: Path, truth: Path, **opts) -> dict:
+        """Precision / recall / F1 of predicted points (one-to-one matching within --radius
+        pixels, seed Sec. 4.2), as JSON: two points CSV files, or two folders of NAME.csv
+        paired by name (pooled: P/R/F1 of the counts summed over images).
+
+        \b
+        Examples:
+          proxscope cells evaluate --pred points.csv --truth data/cells/points/cells_0000.csv
+          proxscope cells evaluate --pred pred --truth data/cells/points --radius 4 --out scores.json
+        """
+        return super().evaluate(pred, truth, **opts)
 
     def evaluate_pair(self, pred: Path, truth: Path, *, radius: float) -> dict:
         """Precision / recall / F1 with one-to-one matching within ``radius`` pixels (seed
@@ -141,7 +164,12 @@ class CellsTask(Task):
     def bench(self, *, quick: bool, seed: int, device: str | None, quiet: bool) -> dict:
         """CNNCS vs ECNNCS-1 vs ECNNCS-2 vs LoG on held-out simulated images, and the
         SparseRecovery backward against autograd through ISTA (time, memory). --threads 1 is
-        the recorded setting: the small CNN gains little from more threads."""
+        the recorded setting: the small CNN gains little from more threads.
+
+        \b
+        Examples:
+          proxscope bench cells --quick --threads 1 --json benchmarks/results/cells-quick.json
+        """
         from .bench import run
 
         return run(quick=quick, seed=seed, device=device, quiet=quiet)

@@ -48,7 +48,7 @@ class BenchConfig:
 
 
 QUICK = BenchConfig(n_train=200, n_val=40, n_test=60, photo=384, size=256, steps=300)
-FULL = BenchConfig(n_train=800, n_val=100, n_test=200, photo=512, size=256, steps=2500, val_every=100)
+FULL = BenchConfig(n_train=600, n_val=100, n_test=200, photo=512, size=256, steps=1500, val_every=100)
 
 
 def _datasets(cfg: BenchConfig, seed: int, root: Path, quiet: bool) -> dict[str, FundusSet]:
@@ -153,7 +153,8 @@ def run_bench(quick: bool, seed: int = 0, device: str | None = None, quiet: bool
         results["nu_sweep"] = sweep
         chosen = {"hue_plain": nets[0.0], "hue_sparse": nets[1e-3]}
         results["criteria"] = {
-            name: _scores(chosen[net], sets["test"], method)["froc"] for name, (net, method) in CRITERIA.items()
+            name: _scores(chosen[net], sets["test"], method)["froc"]
+            for name, (net, method) in CRITERIA.items()
         }
         log(f"criteria: {results['criteria']}")
         members = sorted((root / "nu_0.001.safetensors.ensemble").glob("*.safetensors"))

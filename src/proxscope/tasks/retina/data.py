@@ -19,6 +19,7 @@ from ...data.fundus import mask_to_canvas, preprocess_fundus
 from ...data.io import IMAGE_SUFFIXES, read_image
 from ...errors import UserError
 
+
 @dataclass
 class FundusSet:
     """``images`` (N, 3, S, S) float32 preprocessed canvases; ``labels`` (N,) float32 referable

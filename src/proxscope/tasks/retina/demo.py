@@ -40,9 +40,10 @@ def run_demo(out: Path, quiet: bool = False) -> DemoResult:
     from ...report import save_figure
 
     sim, mask, grade = _simulated_photo()
-    photos = {"simulated (grade %d)" % grade: sim, "real (scikit-image retina)": skimage.data.retina()}
+    photos = {f"simulated (grade {grade})": sim, "real (scikit-image retina)": skimage.data.retina()}
     nets = {name: load_model(name)[0] for name in {p[1] for p in PANELS}}
-    fig, axes = plt.subplots(len(photos), len(PANELS) + 1, figsize=(3.2 * (len(PANELS) + 1), 3.4 * len(photos)))
+    columns = len(PANELS) + 1
+    fig, axes = plt.subplots(len(photos), columns, figsize=(3.2 * columns, 3.4 * len(photos)))
     metrics = {}
     for row, (title, photo) in zip(axes, photos.items(), strict=True):
         p = None

@@ -24,15 +24,6 @@ class RetinaTask(Task):
     train_defaults = {"steps": 3000, "lr": 1e-3, "batch_size": 8}
     predict_suffix = ""
     summary_name = "scores.csv"
-    examples = {
-        "simulate": ["proxscope retina simulate --n-images 200 --size 512 --seed 0 --out data/fundus"],
-        "train": ["proxscope retina train --images data/fundus/images --labels data/fundus/labels.csv "
-                  "--lesions data/fundus/lesions --nu 1e-3 --out retina.safetensors"],
-        "predict": ["proxscope retina predict photo.jpg --out out/photo",
-                    "proxscope retina predict data/fundus/images --method hue --out out/fundus"],
-        "evaluate": ["proxscope retina evaluate --pred out/fundus --truth data/fundus"],
-        "bench": ["proxscope bench retina --quick --json benchmarks/results/retina-quick.json"],
-    }
 
     def options(self, verb: str) -> list:
         if verb == "simulate":
@@ -50,7 +41,7 @@ class RetinaTask(Task):
                              help="Optional lesion masks NAME.tif (types 0-4) for lesion-level validation."),
                 click.option("--nu", default=1e-3, show_default=True, type=click.FloatRange(min=0),
                              help="Weight of the heatmap sparsity penalty (seed eq. 6); 0 = plain MSE."),
-                click.option("--size", default=256, show_default=True, type=click.IntRange(192),
+                click.option("--size", default=256, show_default=True, type=click.IntRange(200),
                              help="Network input: field-of-view width in px."),
                 click.option("--val-fraction", default=0.2, show_default=True,
                              type=click.FloatRange(0, 1, min_open=True, max_open=True)),
@@ -70,7 +61,12 @@ class RetinaTask(Task):
 
         Writes OUT/images/NAME.png (RGB), OUT/labels.csv (image,grade,referable) and
         OUT/lesions/NAME.tif (lesion type per pixel: 1 microaneurysm, 2 haemorrhage, 3 hard
-        exudate, 4 cotton-wool spot)."""
+        exudate, 4 cotton-wool spot).
+
+        \b
+        Examples:
+          proxscope retina simulate --n-images 200 --size 512 --seed 0 --out data/fundus
+        """
         import csv
 
         from ...sim.fundus import write_dataset
@@ -86,7 +82,15 @@ class RetinaTask(Task):
         """Train a referral net on image-level labels (MSE, L2 5e-4, Adam, lr / 10 on plateaus)
         with the sparsity-enhanced hue-constrained criterion (--nu); keeps the best-AUC net at
         OUT and the seed's checkpoint ensemble (best per lesion type, on average, on AUC) in
-        OUT.ensemble/."""
+        OUT.ensemble/.
+
+        \b
+        Examples:
+          proxscope retina train --images data/fundus/images --labels data/fundus/labels.csv \\
+              --lesions data/fundus/lesions --nu 1e-3 --out retina.safetensors
+          proxscope retina train --images data/fundus/images --labels data/fundus/labels.csv \\
+              --nu 0 --model alexnet --steps 1000 --out plain.safetensors
+        """
         from .data import load_set, split
         from .train import RetinaTrainOptions, train
 
@@ -103,7 +107,14 @@ class RetinaTask(Task):
 
         Writes OUT/score.json ({"referable_probability": p}), OUT/heatmap.tif (float32, the
         photograph's size) and OUT/overlay.png; for several photographs one such folder per
-        photograph, OUT/<name>/, and OUT/scores.csv."""
+        photograph, OUT/<name>/, and OUT/scores.csv.
+
+        \b
+        Examples:
+          proxscope retina predict photo.jpg --out out/photo
+          proxscope retina predict data/fundus/images --method sensitivity --out out/fundus
+          proxscope retina predict 'data/fundus/images/*.png' --model retina-plain --out out/plain
+        """
         from .predict import load_model, predict_to_dir
 
         net, _ = load_model(model, device)
@@ -112,14 +123,24 @@ class RetinaTask(Task):
     def evaluate(self, pred: Path, truth: Path) -> dict:
         """Image-level ROC AUC and lesion-level FROC (area for 0-10 false positives per image,
         / 10; per lesion type and mean) of a 'retina predict' folder against a dataset folder
-        (labels.csv, lesions/NAME.tif)."""
+        (labels.csv, lesions/NAME.tif).
+
+        \b
+        Examples:
+          proxscope retina evaluate --pred out/fundus --truth data/fundus --out scores.json
+        """
         from .evaluate import evaluate
 
         return evaluate(pred, truth)
 
     def bench(self, *, quick: bool, seed: int, device: str | None, quiet: bool) -> dict:
         """Tables 2-4 of the seed on simulated photographs: nu sweep (AUC, mean FROC), FROC per
-        lesion type for each heatmap criterion, checkpoint ensemble, and timings."""
+        lesion type for each heatmap criterion, checkpoint ensemble, and timings.
+
+        \b
+        Examples:
+          proxscope bench retina --quick --json benchmarks/results/retina-quick.json
+        """
         from .bench import run_bench
 
         return run_bench(quick=quick, seed=seed, device=device, quiet=quiet)

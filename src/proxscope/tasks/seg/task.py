@@ -25,16 +25,6 @@ class SegTask(Task):
     train_defaults = {"steps": 1000, "lr": 2e-3, "batch_size": 8}
     predict_suffix = ".tif"
     evaluate_suffixes = (".tif", ".tiff", ".png")
-    examples = {
-        "simulate": ["proxscope seg simulate --n-images 40 --size 128 --seed 0 --out data/wbc"],
-        "train": ["proxscope seg train --images data/wbc/images --masks data/wbc/masks \\",
-                  "    --model runet --noisy-train 0.33 --out runet.safetensors"],
-        "predict": ["proxscope seg predict cell.png --model runet --out mask.tif --overlay",
-                    "proxscope seg predict data/wbc/images --out masks/ --probs --tv-iters 50"],
-        "evaluate": ["proxscope seg evaluate --pred mask.tif --truth data/wbc/masks/sim_000.tif",
-                     "proxscope seg evaluate --pred masks/ --truth data/wbc/masks --out scores.json"],
-        "bench": ["proxscope bench seg --quick --json benchmarks/results/seg-quick.json"],
-    }
 
     def options(self, verb: str) -> list:
         opt = click.option
@@ -80,7 +70,13 @@ class SegTask(Task):
     def simulate(self, out: Path, *, seed: int, quiet: bool, n_images: int, size: int,
                  gaussian: float, salt_pepper: float) -> dict:
         """Simulate white-blood-cell-like RGB images with masks (0 background, 1 cytoplasm,
-        2 nucleus): OUT/images/sim_000.tif (uint8 RGB) and OUT/masks/sim_000.tif (uint8)."""
+        2 nucleus): OUT/images/sim_000.tif (uint8 RGB) and OUT/masks/sim_000.tif (uint8).
+
+        \b
+        Examples:
+          proxscope seg simulate --n-images 40 --size 128 --seed 0 --out data/wbc
+          proxscope seg simulate --n-images 10 --gaussian 0.05 --seed 1 --out data/wbc-noisy
+        """
         import numpy as np
 
         from ...data.io import write_image
@@ -100,7 +96,14 @@ class SegTask(Task):
               noisy_train: float, patch: int, lam: float, base_channels: int,
               val_fraction: float) -> dict:
         """Train a segmentation net on IMAGES/NAME.* with MASKS/NAME.tif (the number of classes
-        comes from the masks); the checkpoint with the best validation mIoU goes to OUT."""
+        comes from the masks); the checkpoint with the best validation mIoU goes to OUT.
+
+        \b
+        Examples:
+          proxscope seg train --images data/wbc/images --masks data/wbc/masks --out runet.safetensors
+          proxscope seg train --images data/wbc/images --masks data/wbc/masks \\
+              --model unet --noisy-train 0.33 --steps 300 --out unet-noisy.safetensors
+        """
         from .data import load_pairs
         from .train import fit_segmentation
 
@@ -118,7 +121,14 @@ class SegTask(Task):
                   tv_iters: int | None, post_tv_lam: float | None, probs: bool, overlay: bool):
         """Segment images (grey or RGB, any size; tiled) into uint8 class-id masks (.tif or
         .png). --probs / --overlay also write MASK.probs.tif and MASK.overlay.png beside each
-        mask (for OUT/cell.tif: OUT/cell.probs.tif, OUT/cell.overlay.png)."""
+        mask (for OUT/cell.tif: OUT/cell.probs.tif, OUT/cell.overlay.png). Several images give
+        OUT/<image name>.tif and OUT/summary.csv.
+
+        \b
+        Examples:
+          proxscope seg predict cell.png --out mask.tif --overlay
+          proxscope seg predict data/wbc-noisy/images --model unet --post-tv-lam 1 --out masks-post
+          proxscope seg predict 'data/wbc/images/*.tif' --probs --tv-iters 50 --out masks"""
         from .predict import make_predictor
 
         return make_predictor(model, device, tv_iters, post_tv_lam, probs, overlay)
@@ -126,7 +136,13 @@ class SegTask(Task):
     def evaluate(self, pred: Path, truth: Path, **opts) -> dict:
         """Accuracy, mIoU, per-class IoU, RE (regularization effect, seed eq. 4.1) and the
         confusion matrix of predicted masks against the truth: two files, or two folders paired
-        by name (pooled: accuracy and IoU over all pixels, RE averaged over images)."""
+        by name (pooled: accuracy and IoU over all pixels, RE averaged over images).
+
+        \b
+        Examples:
+          proxscope seg evaluate --pred mask.tif --truth data/wbc/masks/sim_000.tif
+          proxscope seg evaluate --pred masks --truth data/wbc/masks --out scores.json
+        """
         return super().evaluate(pred, truth, **opts)
 
     def evaluate_pair(self, pred: Path, truth: Path, **opts) -> dict:
@@ -142,7 +158,12 @@ class SegTask(Task):
     def bench(self, *, quick: bool, seed: int, device: str | None, quiet: bool) -> dict:
         """Tables 1-2 of the seed on simulated WBC images: UNet vs RUNet (+ post-TV), clean and
         noisy training, tested on clean / Gaussian / salt-and-pepper images; TVSoftmax timing
-        (quick: 3-10 minutes on 2 cores; full: about 30)."""
+        (quick: 3-10 minutes on 2 cores; full: about 30).
+
+        \b
+        Examples:
+          proxscope bench seg --quick --json benchmarks/results/seg-quick.json
+        """
         from .bench import run_benchmark
 
         return run_benchmark(quick=quick, seed=seed, device=device, quiet=quiet)

@@ -44,15 +44,6 @@ class SpodTask(Task):
     predict_suffix = ".tif"
     evaluate_suffixes = (".tif", ".tiff")
     evaluate_filename = "observation.tif"
-    examples = {
-        "simulate": ["proxscope spod simulate --size 96 --seed 1 --out data/s1"],
-        "train": ["proxscope spod train --data data/s1 data/s2 --model spodnet --out spod.safetensors"],
-        "predict": ["proxscope spod predict data/s3/observation.tif --psf data/s3/psf.tif --out rec.tif",
-                    "proxscope spod predict stacks/ --psf psf.tif --method fista --iters 2000 --out recs"],
-        "evaluate": ["proxscope spod evaluate --pred rec.tif --truth data/s3",
-                     "proxscope spod evaluate --pred recs --truth data --out scores.json"],
-        "bench": ["proxscope bench spod --quick --json benchmarks/results/spod-quick.json"],
-    }
 
     def options(self, verb: str) -> list:
         positive = click.FloatRange(0, min_open=True)
@@ -111,7 +102,13 @@ class SpodTask(Task):
 
     def simulate(self, out: Path, *, seed: int, quiet: bool, size: int, channels: int, psf_size: int,
                  psf_kind: str, psf_width: float, filaments: int, dots: int, photons: float) -> dict:
-        """Simulate a stack: OUT/observation.tif (c×S×S), psf.tif, truth.tif (c×(S+P−1)²)."""
+        """Simulate a stack: OUT/observation.tif (c×S×S), psf.tif, truth.tif (c×(S+P−1)²).
+
+        \b
+        Examples:
+          proxscope spod simulate --size 96 --seed 1 --out data/s1
+          proxscope spod simulate --size 64 --photons 100 --seed 2 --out data/s2
+        """
         from ...data.io import write_image
         from ...sim.spod import SPoDSimConfig
         from ...sim.spod import simulate as run
@@ -130,7 +127,13 @@ class SpodTask(Task):
               gamma: float, crop: int, n_train: int, fista_iters: int, loss_on_output: bool,
               no_preprocess: bool) -> dict:
         """Layer-wise training (Algorithm 1) of SPoD-Net or LISTA-Net on a few observations
-        (folders from 'spod simulate'; their PSFs are averaged, as in the seed)."""
+        (folders from 'spod simulate'; their PSFs are averaged, as in the seed).
+
+        \b
+        Examples:
+          proxscope spod train --data data/s1 data/s2 --out spod.safetensors
+          proxscope spod train --data data/s1 --model lista --loss supervised --out lista.safetensors
+        """
         import numpy as np
         import torch
 
@@ -173,6 +176,12 @@ class SpodTask(Task):
         Writes the recovery as float32 TIFF c×(H+a−1)×(W+b−1) in the stack's intensity units
         (OUT, or OUT/<name>.tif for several stacks); reports L(Y, x) of eq. (5) on the
         normalised stack and the recovery time.
+
+        \b
+        Examples:
+          proxscope spod predict data/s3/observation.tif --psf data/s3/psf.tif --out rec.tif
+          proxscope spod predict 'data/*/observation.tif' --psf data/s1/psf.tif --out recs
+          proxscope spod predict stacks/ --psf psf.tif --method fista --iters 2000 --out recs-fista
         """
         from ...data.io import write_image
         from ...models import load
@@ -226,6 +235,11 @@ class SpodTask(Task):
         named like the predictions (<name>/observation.tif), scored per stack and averaged.
         The truth side is a folder, not one file, because eq. (5) needs the observation and
         the PSF as well as the recovery.
+
+        \b
+        Examples:
+          proxscope spod evaluate --pred rec.tif --truth data/s3
+          proxscope spod evaluate --pred recs --truth data --out scores.json
         """
         if pred.is_file():
             return self.evaluate_pair(pred, truth, **opts)
@@ -233,7 +247,12 @@ class SpodTask(Task):
 
     def bench(self, *, quick: bool, seed: int, device: str | None, quiet: bool) -> dict:
         """SPoD-Net vs FISTA (quality, speed, size) and the seed's two ablations, on one CPU
-        thread unless --device names another device."""
+        thread unless --device names another device.
+
+        \b
+        Examples:
+          proxscope bench spod --quick --json benchmarks/results/spod-quick.json
+        """
         from .bench import run_bench
 
         return run_bench(quick, seed=seed, device=device, quiet=quiet)

@@ -24,16 +24,6 @@ class SpotsTask(Task):
     architectures = ("spotnet", "convnet")
     train_defaults = {"steps": 2000, "lr": None, "batch_size": 1}
     evaluate_filename = "cells.csv"  # predict_suffix "": a folder per image (OUT/<name>/cells.csv)
-    examples = {
-        "simulate": ["proxscope spots simulate --cells 250 --size 256 --seed 1 --out data/a"],
-        "train": ["proxscope spots train --data data/a --data data/b --val data/c --model spotnet "
-                  "--out sn.safetensors"],
-        "predict": ["proxscope spots predict data/a/image.tif --out out/a",
-                    "proxscope spots predict images/ --model convnet --out out"],
-        "evaluate": ["proxscope spots evaluate --pred out/a/cells.csv --truth data/a/cells.csv",
-                     "proxscope spots evaluate --pred out --truth data"],
-        "bench": ["proxscope bench spots --quick --json benchmarks/results/spots-quick.json"],
-    }
 
     def options(self, verb: str) -> list:
         opt = click.option
@@ -72,6 +62,10 @@ class SpotsTask(Task):
 
         Writes OUT/image.tif, OUT/target.tif (K x H x W), OUT/cells.csv (y,x,total_secretion,x_k)
         and OUT/kernels.tif.
+
+        \b
+        Examples:
+          proxscope spots simulate --cells 250 --size 256 --seed 1 --out data/a
         """
         import numpy as np
 
@@ -86,7 +80,13 @@ class SpotsTask(Task):
     def train(self, out: Path, *, model: str, data, val, **opts) -> dict:
         """Train SpotNet or ConvNet on simulated folders (Adam, MSE loss on random crops, keep
         the best validation model; default lr: spotnet 1e-4, convnet 1e-3), then fix the
-        detection threshold on the validation folders."""
+        detection threshold on the validation folders.
+
+        \b
+        Examples:
+          proxscope spots train --data data/a --data data/b --val data/c --out spotnet.safetensors
+          proxscope spots train --data data/a --data data/b --model convnet --steps 500 --out cn.safetensors
+        """
         from .train import train
 
         return train(model, data, out, val=list(val), **opts)
@@ -96,7 +96,14 @@ class SpotsTask(Task):
         """Detect cells in single-channel images (TIFF/PNG; scaled to max 255).
 
         Writes OUT/cells.csv (y,x,score,x_0..x_29), OUT/secretion.tif (K x H x W) and
-        OUT/overlay.png; for several images one such folder per image, OUT/<image name>/.
+        OUT/overlay.png; for several images one such folder per image, OUT/<image name>/
+        (OUT/<folder name>/ when the image names repeat), and OUT/summary.csv.
+
+        \b
+        Examples:
+          proxscope spots predict data/a/image.tif --out out/a
+          proxscope spots predict 'data/*/image.tif' --model convnet --out out
+          proxscope spots predict images/ --out out/images
         """
         from .predict import predictor
 
@@ -115,11 +122,22 @@ class SpotsTask(Task):
     def evaluate(self, pred: Path, truth: Path, **opts) -> dict:
         """Precision / recall / F1 of predicted cells (one-to-one matching within RADIUS), as
         JSON: two cells CSV files, or two folders of per-image folders (OUT/<name>/cells.csv
-        against DATA/<name>/cells.csv), pooled over images."""
+        against DATA/<name>/cells.csv), pooled over images.
+
+        \b
+        Examples:
+          proxscope spots evaluate --pred out/a/cells.csv --truth data/a/cells.csv
+          proxscope spots evaluate --pred out --truth data --radius 3 --out scores.json
+        """
         return super().evaluate(pred, truth, **opts)
 
     def bench(self, *, quick: bool, seed: int, device: str | None, quiet: bool) -> dict:
-        """SpotNet vs ConvNet vs APG on simulated 512x512 images with 250/750/1250 cells."""
+        """SpotNet vs ConvNet vs APG on simulated 512x512 images with 250/750/1250 cells.
+
+        \b
+        Examples:
+          proxscope bench spots --quick --json benchmarks/results/spots-quick.json
+        """
         from .bench import run_bench
 
         return run_bench(quick, seed=seed, device=device, quiet=quiet)
