@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import click
+
+#: click type of a folder option (``--data``, ``--images``, ...)
+FOLDER = click.Path(file_okay=False)
+
 
 @dataclass
 class DemoResult:

@@ -105,22 +105,16 @@ def _help(doc: str) -> str:
     return inspect.cleandoc(doc)
 
 
-def _simulate_command(task: Task) -> click.Command:
-    def simulate(**kwargs):
-        _echo(task.simulate(**_prepare(kwargs, out_is_dir=True)), kwargs["quiet"])
+def _write_command(task: Task, verb: str, out_is_dir: bool) -> click.Command:
+    """``simulate`` (OUT is a folder) or ``train`` (OUT is a checkpoint): the task's method
+    with the shared and the task's options; prints its summary as JSON."""
+    method = getattr(task, verb)
 
-    doc = task.simulate.__doc__ or "Simulate data with ground truth."
-    return click.command("simulate", help=_help(doc))(
-        _decorate(simulate, _shared("simulate", task) + task.options("simulate")))
+    def command(**kwargs):
+        _echo(method(**_prepare(kwargs, out_is_dir=out_is_dir)), kwargs["quiet"])
 
-
-def _train_command(task: Task) -> click.Command:
-    def train(**kwargs):
-        _echo(task.train(**_prepare(kwargs, out_is_dir=False)), kwargs["quiet"])
-
-    doc = task.train.__doc__ or "Train a model."
-    return click.command("train", help=_help(doc))(
-        _decorate(train, _shared("train", task) + task.options("train")))
+    return click.command(verb, help=_help(method.__doc__ or verb))(
+        _decorate(command, _shared(verb, task) + task.options(verb)))
 
 
 def _predict_command(task: Task) -> click.Command:
@@ -197,8 +191,10 @@ def _existing(path: str, option: str) -> Path:
 def task_group(task: Task) -> click.Group:
     """``proxscope <task>`` with the four verbs."""
     group = click.Group(task.name, help=task.summary)
-    for build in (_simulate_command, _train_command, _predict_command, _evaluate_command):
-        group.add_command(build(task))
+    group.add_command(_write_command(task, "simulate", out_is_dir=True))
+    group.add_command(_write_command(task, "train", out_is_dir=False))
+    group.add_command(_predict_command(task))
+    group.add_command(_evaluate_command(task))
     return group
 
 

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..base import DemoResult, Task
-
-FOLDER = click.Path(file_okay=False)
+from ..base import FOLDER, DemoResult, Task
 
 
 class RetinaTask(Task):
@@ -21,8 +19,7 @@ class RetinaTask(Task):
     models = ("retina", "retina-plain")
     default_model = "retina"
     architectures = ("netb", "alexnet")
-    train_defaults = {"steps": 3000, "lr": 1e-3, "batch_size": 8}
-    predict_suffix = ""
+    train_defaults = {"steps": 1500, "lr": 1e-3, "batch_size": 8}
     summary_name = "scores.csv"
 
     def options(self, verb: str) -> list:

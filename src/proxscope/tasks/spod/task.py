@@ -15,9 +15,8 @@ from pathlib import Path
 
 import click
 
-from ..base import DemoResult, Task
+from ..base import FOLDER, DemoResult, Task
 
-FOLDER = click.Path(file_okay=False)
 FILE = click.Path(dir_okay=False)
 NO_PREPROCESS = click.option("--no-preprocess", is_flag=True,
                              help="Skip the median 5 + minimum 7 filtering.")

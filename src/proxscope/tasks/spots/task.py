@@ -11,9 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..base import DemoResult, Task
-
-FOLDER = click.Path(file_okay=False)
+from ..base import FOLDER, DemoResult, Task
 
 
 class SpotsTask(Task):
