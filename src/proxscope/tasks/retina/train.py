@@ -117,6 +117,11 @@ def train(data: FundusSet, val: FundusSet, out: Path, options: RetinaTrainOption
     def validate(m) -> float:
         scores = validation_scores(m, val)
         keeper.update(m, scores, trainer.step)  # the Trainer below, at call time
+        if not options.quiet:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"step {trainer.step}: " + ", ".join(
+                f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in scores.items()))
         return 1.0 - scores["auc"] if scores["auc"] is not None else 1.0
 
     weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
