@@ -24,7 +24,7 @@ def test_read_image_errors(tmp_path):
         read_image(tmp_path / "missing.tif")
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"not a tiff at all")
-    with pytest.raises(UserError, match="cannot read image"):
+    with pytest.raises(UserError, match="not a readable image"):
         read_image(bad)
     nan = np.ones((4, 4), np.float32)
     nan[1, 1] = np.nan

@@ -40,7 +40,7 @@ def test_cli_round_trip_file_folder_evaluate(trained, tmp_path, capsys):
     assert main(["retina", "predict", str(data / "images"), "--model", str(ckpt), "--out",
                  str(tmp_path / "all"), "--method", "sensitivity", "--quiet"]) == 0
     rows = (tmp_path / "all" / "scores.csv").read_text().splitlines()
-    assert rows[0] == "image,referable_probability,method" and len(rows) == 7
+    assert rows[0] == "image,referable_probability,method,model" and len(rows) == 7
     capsys.readouterr()
     assert main(["retina", "evaluate", "--pred", str(tmp_path / "all"), "--truth", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -96,3 +96,57 @@ def test_lesion_masks_keep_every_lesion_on_the_canvas():
     assert canvas.shape == (256, 256)
     for kind in (1, 2, 4):  # exudate spots of one cluster may merge at half resolution
         assert label(canvas == kind).max() == label(sample.mask == kind).max()
+
+
+def test_12_bit_photograph_scores_like_the_8_bit_one(trained, tmp_path):
+    from proxscope.tasks.retina.predict import load_model, predict_photo
+
+    data, ckpt = trained
+    import imageio.v3 as iio
+
+    photo = iio.imread(sorted((data / "images").glob("*.png"))[0])
+    twelve = (photo.astype(np.uint16) * 16 + 8)  # 12-bit camera values in a uint16 file
+    net, _ = load_model(str(ckpt))
+    p8, h8 = predict_photo(net, photo)
+    p12, h12 = predict_photo(net, twelve)
+    assert p12 == pytest.approx(p8, abs=1e-3)
+    assert np.corrcoef(h8.ravel(), h12.ravel())[0, 1] > 0.99
+
+
+def test_folder_with_a_bad_image_predicts_the_rest_and_exits_2(trained, tmp_path, capsys):
+    import shutil
+
+    data, ckpt = trained
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for photo in sorted((data / "images").glob("*.png"))[:2]:
+        shutil.copy(photo, folder / photo.name)
+    tifffile.imwrite(folder / "grey.tif", np.ones((64, 64), np.float32))
+    capsys.readouterr()
+    code = main(["retina", "predict", str(folder), "--model", str(ckpt), "--out", str(tmp_path / "o"),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "1 of 3 images could not be predicted" in err
+    rows = (tmp_path / "o" / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("image,referable_probability") and rows[0].endswith(",error")
+    assert sum("RGB" in row for row in rows[1:]) == 1
+    assert len(list((tmp_path / "o").glob("*/score.json"))) == 2
+
+
+def test_out_that_is_a_file_and_bad_lr_are_one_line_errors(trained, tmp_path, capsys):
+    data, ckpt = trained
+    photo = sorted((data / "images").glob("*.png"))[0]
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["retina", "predict", str(photo), "--model", str(ckpt), "--out", str(tmp_path / "afile")],
+         "it is a file"),
+        (["retina", "train", "--images", str(data / "images"), "--labels", str(data / "labels.csv"),
+          "--lr", "nan", "--out", str(tmp_path / "m.safetensors")], "finite"),
+        (["retina", "train", "--images", str(data / "images"), "--labels", str(data / "labels.csv"),
+          "--lr", "-1", "--out", str(tmp_path / "m.safetensors")], "--lr"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1 and message in err, err

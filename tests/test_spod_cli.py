@@ -157,7 +157,7 @@ def test_bad_inputs_are_one_line_errors_without_output(data, tmp_path, capsys):
          "no prediction in"),
         (["spod", "train", "--data", str(data / "s1"), "--crop", "64", "--steps", "1"],
          "observation 20x20 is smaller than the crop size 64"),
-        (["spod", "train", "--data", str(data / "s1"), "--lr", "0"], "--lr must be > 0"),
+        (["spod", "train", "--data", str(data / "s1"), "--lr", "0"], "'--lr': 0.0 is not in the range x>0"),
         (["spod", "train", "--data", str(tmp_path / "nowhere")], "data folder not found"),
         (["spod", "simulate", "--size", "4"], "Invalid value for '--size'"),
     ]

@@ -71,9 +71,10 @@ class PreprocessedFundus:
 def as_rgb_float(image: np.ndarray) -> np.ndarray:
     """Check an RGB photograph (H, W, 3) and return it as float32 in [0, 1].
 
-    uint8 / uint16 are divided by 255 / 65535; floats are taken as [0, 1] when their maximum is at
-    most 1, else as 0-255; RGBA loses its alpha. Raises ``UserError`` for other shapes, empty
-    images, NaN/Inf."""
+    uint8 is divided by 255, uint16 by the maximum of its bit depth (4095 for a 12-bit camera:
+    the smallest 2^b - 1, b >= 8, not below the image's maximum); floats are taken as [0, 1]
+    when their maximum is at most 1, else as 0-255; RGBA loses its alpha. Raises ``UserError``
+    for other shapes, empty images, NaN/Inf."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 4:  # RGBA (common for PNG): drop alpha
         image = image[..., :3]
@@ -85,8 +86,9 @@ def as_rgb_float(image: np.ndarray) -> np.ndarray:
         raise UserError(f"fundus photograph too small ({image.shape[0]}x{image.shape[1]} px)")
     if image.dtype == np.uint8:
         return image.astype(np.float32) / 255
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535
+    if image.dtype == np.uint16:  # 10/12/14/16-bit cameras: divide by the bit depth's maximum
+        bits = max(8, int(np.ceil(np.log2(float(image.max()) + 1))))
+        return image.astype(np.float32) / (2**bits - 1)
     if np.issubdtype(image.dtype, np.bool_) or not np.issubdtype(image.dtype, np.number):
         raise UserError(f"unsupported image type {image.dtype} for a fundus photograph")
     image = image.astype(np.float32)

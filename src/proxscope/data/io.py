@@ -73,7 +73,8 @@ def read_image(path: str | Path, allow_nonfinite: bool = False) -> np.ndarray:
     except UserError:
         raise
     except Exception as exc:  # tifffile/imageio raise many types for corrupt files
-        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"{path}: not a readable image ({type(exc).__name__}: {first})") from None
     image = np.asarray(image)
     if image.size == 0:
         raise UserError(f"{path}: image is empty")
@@ -227,8 +228,11 @@ def check_writable(path: str | Path, is_dir: bool | None = None) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"cannot write {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {path}: {parent} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError:
+        raise UserError(f"cannot write {path}: {parent} is not writable") from None
     return path
 
 

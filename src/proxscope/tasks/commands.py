@@ -3,7 +3,8 @@
 
 Shared options: ``--out --seed --device --quiet --resume --json --quick --threads --batch-size
 --steps --lr --model``; a task adds only its own (:meth:`Task.options`). ``predict`` takes a file,
-a folder or a glob and writes one output per image plus a summary table (``Task.summary_name``) for several;
+a folder or a glob and writes one output per image plus a summary table (``Task.summary_name``,
+with an ``error`` column for images that could not be read: exit code 2) for several;
 ``evaluate`` takes two files or two folders paired by image name. The output path is checked
 before any computation. Only click is imported here.
 """
@@ -44,7 +45,8 @@ def _shared(verb: str, task: Task) -> list:
                  type=click.Choice(task.architectures), help="Architecture to train."),
             _opt("--steps", default=d["steps"], show_default=True, type=click.IntRange(1),
                  help="Optimizer steps."),
-            _opt("--lr", default=d["lr"], show_default=d["lr"] is not None, type=float,
+            _opt("--lr", default=d["lr"], show_default=d["lr"] is not None, callback=_positive,
+                 type=click.FloatRange(min=0, min_open=True),
                  help="Learning rate" + ("." if d["lr"] is not None else " (default: the model's).")),
             _opt("--batch-size", default=d["batch_size"], show_default=True, type=click.IntRange(1)),
             SEED, DEVICE, THREADS, RESUME, QUIET,
@@ -67,6 +69,15 @@ def _shared(verb: str, task: Task) -> list:
             QUIET,
         ]
     raise ValueError(verb)
+
+
+def _positive(ctx, param, value):
+    """Reject NaN/Inf, which click's FloatRange lets through."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}", ctx, param)
+    return value
 
 
 def _decorate(fn, options):
@@ -126,7 +137,7 @@ def _predict_command(task: Task) -> click.Command:
         several = len(images) > 1 or not Path(inputs).is_file()
         if several and Path(kwargs["out"]).suffix.lower() in IMAGE_SUFFIXES | {".csv", ".json"}:
             raise UserError(f"--out {kwargs['out']}: several images need an output folder, not a file")
-        kwargs = _prepare(kwargs, out_is_dir=True if several else None)
+        kwargs = _prepare(kwargs, out_is_dir=True if several or not task.predict_suffix else None)
         out, quiet = kwargs.pop("out"), kwargs["quiet"]
         run = task.predictor(**kwargs)
         if not several:
@@ -134,12 +145,19 @@ def _predict_command(task: Task) -> click.Command:
             return
         from tqdm import tqdm
 
-        rows = []
+        rows, failed = [], 0
         for image, name in tqdm(list(zip(images, _output_names(images, inputs), strict=True)),
                                 desc=f"{task.name} predict", disable=quiet, unit="image"):
             label = image.name if name == image.stem else name  # the file, or its folder
-            rows.append({"image": label} | run(image, out / f"{name}{task.predict_suffix}"))
+            try:  # a bad image in a folder is reported, the others are still predicted
+                rows.append({"image": label} | run(image, out / f"{name}{task.predict_suffix}"))
+            except UserError as exc:
+                failed += 1
+                rows.append({"image": label, "error": str(exc)})
         write_table(out / task.summary_name, rows)
+        if failed:
+            raise UserError(f"{failed} of {len(rows)} images could not be predicted "
+                            f"(their 'error' column in {out / task.summary_name})")
         if not quiet:
             click.echo(f"{len(rows)} images -> {out} ({task.summary_name})")
 

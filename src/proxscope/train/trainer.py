@@ -172,7 +172,8 @@ class Trainer:
                 _unflatten_optimizer(ckpt.tensors, ckpt.extra["optimizer"])
             )
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise UserError(f"{self.resume_path}: does not match this model ({exc})") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{self.resume_path}: does not match this model ({first})") from None
         self.step = int(ckpt.extra["step"])
         best = ckpt.extra.get("best_val")
         self.best_val = math.inf if best is None else float(best)

@@ -40,26 +40,27 @@ def predict_photo(model, photo: np.ndarray, method: str = "hue", source: str = "
     return float(p[0]), heatmap_to_image(maps[0], pre.geometry)
 
 
-def overlay(photo: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+def overlay(photo: np.ndarray, heatmap: np.ndarray, p: float) -> np.ndarray:
     """RGB uint8: the photograph with the heatmap (scaled to its 99.9th percentile) in a hot
-    colour map, opaque where the heatmap is high."""
+    colour map, at most 70 % opaque, and weighted by the referral probability ``p``: every map
+    has a maximum, so an unweighted overlay would paint "lesions" on a healthy eye."""
     from matplotlib import colormaps
 
     rgb = np.asarray(photo)[..., :3].astype(np.float32)
     rgb = rgb / max(float(rgb.max()), 1e-8)
     top = float(np.percentile(heatmap[heatmap > 0], 99.9)) if (heatmap > 0).any() else 1.0
-    level = np.clip(heatmap / max(top, 1e-12), 0, 1)[..., None]
+    level = 0.7 * p * np.clip(heatmap / max(top, 1e-12), 0, 1)[..., None]
     colour = colormaps["hot"](level[..., 0])[..., :3]
     return (255 * ((1 - level) * rgb * 0.8 + level * colour)).astype(np.uint8)
 
 
-def predict_to_dir(model, image: Path, out: Path, method: str = "hue") -> dict:
+def predict_to_dir(model, image: Path, out: Path, method: str = "hue", model_name: str = "") -> dict:
     """Predict one photograph file and write ``out/score.json``, ``heatmap.tif``, ``overlay.png``."""
     photo = read_image(image)
     p, heatmap = predict_photo(model, photo, method, source=str(image))
     write_image(out / "heatmap.tif", heatmap.astype(np.float32))
     if photo.ndim == 3 and photo.shape[-1] in (3, 4):
-        write_image(out / "overlay.png", overlay(photo, heatmap))
-    summary = {"referable_probability": p, "method": method}
+        write_image(out / "overlay.png", overlay(photo, heatmap, p))
+    summary = {"referable_probability": p, "method": method, "model": model_name}
     write_json(out / "score.json", summary)
     return summary

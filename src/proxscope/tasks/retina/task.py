@@ -50,7 +50,8 @@ class RetinaTask(Task):
 
             return [click.option("--method", default="hue", show_default=True, type=click.Choice(METHODS),
                                  help="Heatmap: hue-constrained sensitivity (seed eq. 3), sensitivity "
-                                      "(eq. 2), LRP, Grad-CAM or occlusion (slow).")]
+                                      "(eq. 2), LRP, Grad-CAM (coarse: the last conv map is 2x2, "
+                                      "quadrant-level only) or occlusion (slow).")]
         return []
 
     def simulate(self, out: Path, *, seed: int, quiet: bool, n_images: int, size: int) -> dict:
@@ -115,7 +116,7 @@ class RetinaTask(Task):
         from .predict import load_model, predict_to_dir
 
         net, _ = load_model(model, device)
-        return lambda image, out: predict_to_dir(net, image, out, method)
+        return lambda image, out: predict_to_dir(net, image, out, method, model)
 
     def evaluate(self, pred: Path, truth: Path) -> dict:
         """Image-level ROC AUC and lesion-level FROC (area for 0-10 false positives per image,

@@ -143,8 +143,6 @@ class SpodTask(Task):
         from .data import load_directory, prepare
         from .train import SpodTraining, train_spod
 
-        if lr <= 0:
-            raise UserError(f"--lr must be > 0, got {lr:g}")
         seed_everything(seed)
         folders = [*data, *more_data]
         loaded = [load_directory(d) for d in folders]
