@@ -150,3 +150,23 @@ def test_out_that_is_a_file_and_bad_lr_are_one_line_errors(trained, tmp_path, ca
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and err.count("\n") == 1 and message in err, err
+
+
+def test_resume_with_another_nu_is_refused(trained, capsys):
+    data, ckpt = trained
+    capsys.readouterr()
+    code = main(["retina", "train", "--images", str(data / "images"), "--labels", str(data / "labels.csv"),
+                 "--size", "200", "--steps", "3", "--nu", "0", "--resume", "--out", str(ckpt), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nu 0.001 -> 0.0" in err, err
+
+
+def test_evaluate_a_single_photograph_prediction(trained, tmp_path, capsys):
+    data, ckpt = trained
+    photo = sorted((data / "images").glob("*.png"))[0]
+    assert main(["retina", "predict", str(photo), "--model", str(ckpt), "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["retina", "evaluate", "--pred", str(tmp_path / "p"), "--truth", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 1 and result["auc"] is None  # one image: AUC undefined

@@ -18,11 +18,14 @@ from .data import read_labels
 
 
 def read_predictions(pred: Path) -> dict[str, Path]:
-    """{image name: its prediction folder} for every ``NAME/score.json`` under ``pred``
-    (``pred`` itself when it holds ``score.json``)."""
+    """{image name: its prediction folder} for every ``score.json`` in ``pred`` or its
+    subfolders; the name is the photograph's, as ``score.json`` records it (older outputs: the
+    folder's name)."""
     if (pred / "score.json").is_file():
-        return {pred.name: pred}
-    found = {p.parent.name: p.parent for p in sorted(pred.glob("*/score.json"))}
+        folders = [pred]
+    else:
+        folders = sorted(p.parent for p in pred.glob("*/score.json"))
+    found = {json.loads((f / "score.json").read_text()).get("image", f.name): f for f in folders}
     if not found:
         raise UserError(f"{pred}: no NAME/score.json (the output of 'retina predict')")
     return found

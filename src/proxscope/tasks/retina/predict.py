@@ -61,6 +61,6 @@ def predict_to_dir(model, image: Path, out: Path, method: str = "hue", model_nam
     write_image(out / "heatmap.tif", heatmap.astype(np.float32))
     if photo.ndim == 3 and photo.shape[-1] in (3, 4):
         write_image(out / "overlay.png", overlay(photo, heatmap, p))
-    summary = {"referable_probability": p, "method": method, "model": model_name}
+    summary = {"referable_probability": p, "method": method, "model": model_name, "image": image.stem}
     write_json(out / "score.json", summary)
     return summary

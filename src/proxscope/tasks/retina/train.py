@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ...checkpoint import read_checkpoint, save_checkpoint
+from ...errors import UserError
 from ...explain import masked_input, sparsity_penalty
 from .data import FundusSet
 from .model import build, finite_or_none, lesion_scores, score_and_heatmaps
@@ -112,6 +113,12 @@ def train(data: FundusSet, val: FundusSet, out: Path, options: RetinaTrainOption
     model = build(options.arch, options.size)
     extra = {"nu": options.nu, "arch": options.arch, "size": options.size,
              "trained_on": f"{len(data.labels)} photographs, image-level referable labels"}
+    if resume and out.is_file():  # a resumed run must keep the recipe its checkpoints record
+        stored = read_checkpoint(out).extra
+        changed = [f"{k} {stored[k]} -> {extra[k]}" for k in ("nu", "arch", "size")
+                   if k in stored and stored[k] != extra[k]]
+        if changed:
+            raise UserError(f"--resume with other options than the run being resumed: {', '.join(changed)}")
     keeper = EnsembleKeeper(out.with_name(out.name + ".ensemble"), extra)
 
     def validate(m) -> float:
