@@ -170,3 +170,4 @@ def test_evaluate_a_single_photograph_prediction(trained, tmp_path, capsys):
     assert main(["retina", "evaluate", "--pred", str(tmp_path / "p"), "--truth", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 1 and result["auc"] is None  # one image: AUC undefined
+    assert list(result["per_image"]) == [photo.stem]

@@ -33,7 +33,8 @@ def read_predictions(pred: Path) -> dict[str, Path]:
 
 def evaluate(pred: Path, truth: Path) -> dict:
     """Scores of the predictions in folder ``pred`` against dataset folder ``truth``:
-    ``{"images", "auc", "froc": {lesion type: area, "mean": ...} | None}``."""
+    ``{"images", "auc", "froc": {lesion type: area, "mean_froc": ...} | None, "per_image":
+    {name: {"referable_probability", "referable"}}}``."""
     from ...metrics.detection import roc_auc
     from .model import finite_or_none, lesion_scores
 
@@ -47,7 +48,9 @@ def evaluate(pred: Path, truth: Path) -> dict:
     scores = np.array([json.loads((predictions[n] / "score.json").read_text())["referable_probability"]
                        for n in names], dtype=float)
     auc = roc_auc(np.array([labels[n] for n in names]), scores)
-    result = {"images": len(names), "auc": finite_or_none(auc), "froc": None}
+    result = {"images": len(names), "auc": finite_or_none(auc), "froc": None,
+              "per_image": {n: {"referable_probability": float(p), "referable": int(labels[n])}
+                            for n, p in zip(names, scores, strict=True)}}
     lesions = truth / "lesions"
     if lesions.is_dir():
         maps = [read_image(predictions[n] / "heatmap.tif") for n in names]
