@@ -140,3 +140,29 @@ def test_checkpoints_get_the_usual_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_json_outputs_are_strict_nan_and_inf_become_null(tmp_path):
+    import json
+
+    from proxscope.data.io import to_json, write_json
+
+    payload = {"threshold": float("inf"), "auc": float("nan"), "n": np.int64(3), "xs": [np.float32(0.5)]}
+    assert json.loads(to_json(payload)) == {"threshold": None, "auc": None, "n": 3, "xs": [0.5]}
+    text = write_json(tmp_path / "r.json", payload).read_text()
+    assert "Infinity" not in text and "NaN" not in text
+
+
+def test_evaluate_an_empty_prediction_counts_every_true_cell_missed(tmp_path, capsys):
+    import json
+
+    from proxscope.cli import main
+
+    (tmp_path / "pred.csv").write_text("y,x,score\n")
+    (tmp_path / "truth.csv").write_text("y,x\n1,2\n5,6\n9,9\n")
+    for task in ("spots", "cells"):
+        capsys.readouterr()
+        assert main([task, "evaluate", "--pred", str(tmp_path / "pred.csv"), "--truth",
+                     str(tmp_path / "truth.csv")]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert (result["tp"], result["fp"], result["fn"], result["f1"]) == (0, 0, 3, 0.0), task

@@ -41,12 +41,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_json(path: str | Path, payload) -> Path:
-    """Write ``payload`` as indented JSON, atomically; returns the path."""
+def to_json(payload) -> str:
+    """Indented strict JSON: NaN and +-Inf (undefined scores, e.g. the threshold of an empty
+    prediction) become null, which every JSON reader accepts; NumPy scalars become numbers."""
     import json
+    import math
 
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return json.dumps(clean(payload), indent=2, default=float, allow_nan=False)
+
+
+def write_json(path: str | Path, payload) -> Path:
+    """Write ``payload`` as indented strict JSON (:func:`to_json`), atomically; returns the path."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float))
+        tmp.write_text(to_json(payload))
     return Path(path)
 
 

@@ -120,6 +120,8 @@ def best_threshold_f1(
     of pairs within ``radius``, so thousands of candidates cost milliseconds per count (see
     :func:`_best_count` for the counts tried).
     """
+    if np.size(scores) == 0:  # nothing predicted: nothing to threshold
+        return (0.0 if len(np.reshape(truth, (-1, 2))) else 1.0), float("inf")
     order = np.argsort(-np.asarray(scores, dtype=float).reshape(-1), kind="stable")
     scores = np.asarray(scores, dtype=float).reshape(-1)[order]
     pred = np.asarray(pred, dtype=float).reshape(-1, 2)[order]

@@ -11,7 +11,6 @@ before any computation. Only click is imported here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -105,8 +104,10 @@ def _prepare(kwargs: dict, out_is_dir: bool | None = None) -> dict:
 
 
 def _echo(payload: dict, quiet: bool) -> None:
+    from ..data.io import to_json
+
     if not quiet:
-        click.echo(json.dumps(payload, indent=2, default=float))
+        click.echo(to_json(payload))
 
 
 def _help(doc: str) -> str:
