@@ -58,12 +58,12 @@ def cli():
     """
 
 
-@cli.group(cls=LazyGroup, kind="bench")
+@cli.group(cls=LazyGroup, kind="bench", short_help="Reproduce a seed's claims: bench <task> [--quick].")
 def bench():
     """Benchmarks that reproduce each seed's claims: proxscope bench <task> [--quick] --json PATH."""
 
 
-@cli.command()
+@cli.command(short_help="All tasks on bundled weights -> OUT/report.html.")
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--tasks", default=",".join(REGISTRY), show_default=True, help="Comma-separated tasks.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
