@@ -412,6 +412,13 @@ class _Placer:
         self.eye, self.vessels, self.rng = eye, vessels, rng
         self.placed = []  # (y, x, extent, kind)
 
+    def place(self, extent, kind, half, **options):
+        """A lesion centre from :meth:`sample` and the pixel window of half-size ``half``
+        around it (:func:`_window`) -> (pos, (slices, dy, dx)), or None if either fails."""
+        pos = self.sample(extent, kind, **options)
+        win = None if pos is None else _window(*pos, half, self.eye.shape)
+        return None if win is None else (pos, win)
+
     def sample(self, extent, kind, near=None, spread=None, avoid_vessels=False, tries=64):
         eye, rng = self.eye, self.rng
         if near is None:
@@ -458,12 +465,10 @@ def _paint_red(absorb, mask, lesion_kind, win, alpha, inside):
 def _microaneurysm(rng, eye, placer, absorb, mask, lesions):
     u = eye.u
     r = rng.uniform(1.2, 2.2) * u
-    pos = placer.sample(r + u, MICROANEURYSM, avoid_vessels=True)
-    if pos is None:
+    placed = placer.place(r + u, MICROANEURYSM, r + 2, avoid_vessels=True)
+    if placed is None:
         return
-    win = _window(*pos, r + 2, eye.shape)
-    if win is None:
-        return
+    pos, win = placed
     _, dy, dx = win
     d = np.hypot(dy, dx)
     alpha = rng.uniform(0.9, 1.4) * np.clip(r - d + 0.5, 0, 1)
@@ -481,12 +486,10 @@ def _haemorrhage(rng, eye, placer, absorb, mask, lesions):
     else:
         a = b = rng.uniform(3.5, 9.0) * u
         extent = 1.3 * a
-    pos = placer.sample(extent, HAEMORRHAGE)
-    if pos is None:
+    placed = placer.place(extent, HAEMORRHAGE, extent + 2)
+    if placed is None:
         return
-    win = _window(*pos, extent + 2, eye.shape)
-    if win is None:
-        return
+    pos, win = placed
     _, dy, dx = win
     strength = rng.uniform(0.8, 1.3)
     if flame:
@@ -527,13 +530,10 @@ def _exudate_cluster(rng, eye, placer, bright, colour_alpha, mask, lesions):
             near, spread = (centre[0] + rr * math.sin(t), centre[1] + rr * math.cos(t)), 1.0 * u
         else:
             near, spread = centre, 0.5 * radius
-        pos = placer.sample(r, HARD_EXUDATE, near=near, spread=spread, tries=16)
-        if pos is None:
+        placed = placer.place(r, HARD_EXUDATE, r + 2, near=near, spread=spread, tries=16)
+        if placed is None:
             continue
-        win = _window(*pos, r + 2, eye.shape)
-        if win is None:
-            continue
-        sl, dy, dx = win
+        pos, (sl, dy, dx) = placed
         rho = np.hypot(dy, dx) / (r * _star_radius(np.arctan2(dy, dx), rng, 0.25))
         alpha = rng.uniform(0.75, 0.95) * np.clip((1 - rho) * r / (0.5 * u) + 0.5, 0, 1)
         inside = (rho <= 1) | (np.hypot(dy, dx) == np.hypot(dy, dx).min())
@@ -548,13 +548,10 @@ def _cotton_wool(rng, eye, placer, bright, colour_alpha, mask, lesions):
     a, b = rng.uniform(4, 10) * u, rng.uniform(3, 6) * u
     b = min(a, b)
     # near the disc and the arcades: within ~0.55 R of the disc centre
-    pos = placer.sample(1.6 * a, COTTON_WOOL, near=eye.disc[:2], spread=0.35 * eye.R)
-    if pos is None:
+    placed = placer.place(1.6 * a, COTTON_WOOL, 2.2 * a + 2, near=eye.disc[:2], spread=0.35 * eye.R)
+    if placed is None:
         return
-    win = _window(*pos, 2.2 * a + 2, eye.shape)
-    if win is None:
-        return
-    sl, dy, dx = win
+    pos, (sl, dy, dx) = placed
     angle = math.atan2(pos[0] - eye.disc[0], pos[1] - eye.disc[1]) + math.pi / 2 + rng.normal(0, 0.3)
     along, across = _rotated(dy, dx, angle)
     rho2 = (along / a) ** 2 + (across / b) ** 2

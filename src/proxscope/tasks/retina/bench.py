@@ -25,8 +25,8 @@ import torch
 from ...benchmarking import median_time
 from ...metrics.detection import LESION_NAMES
 from .data import FundusSet, load_set
-from .model import finite_or_none, lesion_scores, score_and_heatmaps
-from .train import RetinaTrainOptions, loss_fn, train
+from .model import finite_or_none, score_and_heatmaps
+from .train import RetinaTrainOptions, loss_fn, train, validation_scores
 
 NUS = (0.0, 1e-4, 1e-3, 1e-2)
 CRITERIA = {"sensitivity": ("hue_plain", "sensitivity"), "hue-constrained": ("hue_plain", "hue"),
@@ -61,14 +61,10 @@ def _datasets(cfg: BenchConfig, seed: int, root: Path, quiet: bool) -> dict[str,
     return sets
 
 
-def _scores(model, data: FundusSet, method: str | None = "hue") -> dict:
-    from ...metrics.detection import roc_auc
-
-    p, maps = score_and_heatmaps(model, data.images, method, fov=data.fov)
-    result = {"auc": finite_or_none(roc_auc(data.labels, p))}
-    if method is not None:
-        result["froc"] = lesion_scores(maps, data.masks)
-    return result
+def _scores(model, data: FundusSet, method: str = "hue") -> dict:
+    """{"auc", "froc": {lesion type: area, "mean_froc"}} on a test set with lesion masks."""
+    froc = validation_scores(model, data, method)
+    return {"auc": froc.pop("auc"), "froc": froc}
 
 
 def _ensemble_auc(members: list[Path], sets: dict[str, FundusSet], seed: int) -> dict:

@@ -71,12 +71,12 @@ def batch_sampler(data: FundusSet, batch_size: int):
     return sample
 
 
-def validation_scores(model, val: FundusSet) -> dict[str, float]:
+def validation_scores(model, val: FundusSet, method: str = "hue") -> dict[str, float]:
     """Image-level AUC of the referable probability and, with lesion masks, the FROC area
-    (0-10 false positives per image, / 10) of hue-constrained heatmaps per lesion type + mean."""
+    (0-10 false positives per image, / 10) of the ``method`` heatmaps per lesion type + mean."""
     from ...metrics.detection import roc_auc
 
-    scores, maps = score_and_heatmaps(model, val.images, "hue" if val.masks is not None else None,
+    scores, maps = score_and_heatmaps(model, val.images, method if val.masks is not None else None,
                                       fov=val.fov)
     result = {"auc": finite_or_none(roc_auc(val.labels, scores))}
     if val.masks is not None:
