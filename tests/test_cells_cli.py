@@ -147,3 +147,100 @@ def test_user_mistakes_are_one_line_exit_2_without_output(dataset, checkpoint, t
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not ckpt.exists()
+
+
+def _write_pairs(root, data):
+    from proxscope.sim.cells import to_uint16
+
+    for i, (image, points) in enumerate(data):
+        tifffile.imwrite(root / "images" / f"im{i}.tif", to_uint16(image))
+        write_points(root / "points" / f"im{i}.csv", points)
+
+
+def test_own_data_training_at_radius_12_finds_the_objects(tmp_path):
+    # objects of radius 12 px (the bundled model's are 3.5-6): `cells train` estimates their
+    # size from the annotations, trains at the model's scale and predicts at the image's scale
+    from proxscope.checkpoint import read_checkpoint
+    from proxscope.sim.cells import CellSimConfig, simulate
+
+    config = CellSimConfig(scale=12 / 4.75, clutter_ratio=0.0)
+    for part, seed in (("train", 1), ("test", 2)):
+        (tmp_path / part / "images").mkdir(parents=True)
+        (tmp_path / part / "points").mkdir()
+        _write_pairs(tmp_path / part, simulate(2, 320, seed, config))
+    ckpt = tmp_path / "r12.safetensors"
+    assert main(["cells", "train", "--images", str(tmp_path / "train" / "images"), "--points",
+                 str(tmp_path / "train" / "points"), "--patch", "32", "--steps", "200",
+                 "--batch-size", "16", "--model", "cnncs", "--out", str(ckpt), "--quiet"]) == 0
+    extra = read_checkpoint(ckpt).extra
+    assert extra["data_diameter_px"] == pytest.approx(2.25 * 12, rel=0.2)
+    pred = tmp_path / "pred"
+    assert main(["cells", "predict", str(tmp_path / "test" / "images"), "--model", str(ckpt),
+                 "--out", str(pred), "--quiet"]) == 0
+    out = tmp_path / "m.json"
+    assert main(["cells", "evaluate", "--pred", str(pred), "--truth",
+                 str(tmp_path / "test" / "points"), "--radius", "12", "--out", str(out)]) == 0
+    pooled = json.loads(out.read_text())["pooled"]
+    assert pooled["tp"] + pooled["fn"] >= 10 and pooled["f1"] >= 0.8, pooled
+
+
+def test_bundled_model_with_diameter_on_large_nuclei(tmp_path):
+    # issue 18 item 9: nuclei of radius 12 px; --diameter resamples them to the model's size
+    from proxscope.sim.cells import CellSimConfig, simulate, to_uint16
+
+    image, truth = simulate(1, 480, 3, CellSimConfig(scale=12 / 4.75))[0]
+    tifffile.imwrite(tmp_path / "big.tif", to_uint16(image))
+    write_points(tmp_path / "truth.csv", truth)
+    f1 = {}
+    for name, extra in (("plain", []), ("diameter", ["--diameter", "26"])):
+        pred = tmp_path / f"{name}.csv"
+        assert main(["cells", "predict", str(tmp_path / "big.tif"), "--out", str(pred),
+                     "--quiet", *extra]) == 0
+        out = tmp_path / f"{name}.json"
+        assert main(["cells", "evaluate", "--pred", str(pred), "--truth",
+                     str(tmp_path / "truth.csv"), "--radius", "12", "--out", str(out)]) == 0
+        f1[name] = json.loads(out.read_text())["f1"]
+    assert len(truth) >= 15 and f1["diameter"] >= 0.8 and f1["diameter"] > f1["plain"] + 0.2, f1
+
+
+def test_pixel_types_blank_and_hot_pixel_images(tmp_path):
+    # issue 18 item 1: the same image as float, uint16 and float64 x 1000 gives the same cells;
+    # a blank image none; one saturated pixel barely changes the result
+    from proxscope.sim.cells import simulate, to_uint16
+    from proxscope.tasks.cells.detect import detect, load_detector
+
+    model, threshold, _ = load_detector("cnncs")
+    image, truth = simulate(1, 256, 4)[0]
+    hot = to_uint16(image)
+    hot[10, 10] = 65535
+    results = {}
+    for name, variant in (("float32", image), ("uint16", to_uint16(image)),
+                          ("float64", image.astype(np.float64) * 1000), ("hot", hot)):
+        results[name] = match_f1(detect(model, variant, threshold)[0], truth)
+    assert results["float32"] >= 0.8, results
+    assert abs(results["uint16"] - results["float32"]) <= 0.02
+    assert results["float64"] == pytest.approx(results["float32"], abs=1e-9)
+    assert abs(results["hot"] - results["uint16"]) <= 0.02
+    noise = np.random.default_rng(0).normal(1000, 10, (256, 256)).astype(np.uint16)  # empty well
+    for blank in (np.zeros((128, 128), np.uint16), np.full((128, 128), 700.0, np.float32), noise):
+        assert len(detect(model, blank, threshold)[0]) == 0
+
+
+def match_f1(pred, truth):
+    from proxscope.metrics import match_points
+
+    return match_points(pred, truth, 4.0).f1
+
+
+def test_evaluate_empty_prediction_and_empty_truth(tmp_path):
+    write_points(tmp_path / "truth.csv", np.array([[10, 10], [20, 20]]))
+    write_points(tmp_path / "none.csv", np.zeros((0, 2)))
+    out = tmp_path / "m.json"
+    assert main(["cells", "evaluate", "--pred", str(tmp_path / "none.csv"), "--truth",
+                 str(tmp_path / "truth.csv"), "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert (result["tp"], result["fp"], result["fn"], result["f1"]) == (0, 0, 2, 0.0)
+    assert main(["cells", "evaluate", "--pred", str(tmp_path / "truth.csv"), "--truth",
+                 str(tmp_path / "none.csv"), "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())  # strict JSON (no Infinity)
+    assert (result["tp"], result["fp"], result["fn"]) == (0, 2, 0)

@@ -42,12 +42,55 @@ def test_read_image_errors(tmp_path):
 def test_points_round_trip(tmp_path):
     yx = np.array([[1.5, 2.0], [10.0, 20.25]])
     path = write_points(tmp_path / "p.csv", yx, {"score": [0.9, 0.1]})
-    assert path.read_text().splitlines()[0] == "y,x,score"
+    assert path.read_text().splitlines()[:2] == ["index,axis-0,axis-1,score", "0,1.5,2,0.9"]
     back, columns = read_points(path)
     assert np.allclose(back, yx) and np.allclose(columns["score"], [0.9, 0.1])
     empty = write_points(tmp_path / "e.csv", np.zeros((0, 2)))
     back, _ = read_points(empty)
     assert back.shape == (0, 2)
+
+
+def _napari_points_reader(path):
+    """napari's built-in points CSV reader (napari_builtins.io), reduced to what decides whether
+    a file opens as a points layer: the 'axis-*' columns are the coordinates, a first column
+    'index' is dropped, the rest are properties."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    names, table = rows[0], np.array(rows[1:], dtype=object).reshape(len(rows) - 1, len(rows[0]))
+    axes = [i for i, n in enumerate(names) if n.startswith("axis-")]
+    assert axes, "napari would not recognise this CSV as points"
+    props = {n: table[:, i].astype(float) for i, n in enumerate(names)
+             if i not in axes and (i != 0 or n != "index")}
+    return table[:, axes].astype(float), props
+
+
+@pytest.mark.parametrize("text,yx,columns", [
+    # napari: File > Save Selected Layer(s) of a points layer (axis-0 = row)
+    ("index,axis-0,axis-1\n0,12.5,30.0\n1,40.0,7.25\n", [[12.5, 30.0], [40.0, 7.25]], {}),
+    # Fiji/ImageJ Results table of a multi-point selection (X = column), with its row numbers
+    (" ,X,Y,Label\n1,30,12.5,img.tif\n2,7.25,40,img.tif\n", [[12.5, 30.0], [40.0, 7.25]], {}),
+    # the same saved from Fiji as tab-separated text
+    ("X\tY\tMean\n30\t12.5\t100\n7.25\t40\t90\n", [[12.5, 30.0], [40.0, 7.25]],
+     {"Mean": [100.0, 90.0]}),
+    ("y,x,score\n12.5,30,0.9\n40,7.25,0.1\n", [[12.5, 30.0], [40.0, 7.25]], {"score": [0.9, 0.1]}),
+    ("index,axis-0,axis-1\n", np.zeros((0, 2)), {}),  # napari, no points
+])
+def test_read_points_from_napari_fiji_and_proxscope(tmp_path, text, yx, columns):
+    (tmp_path / "p.csv").write_text(text)
+    back, extra = read_points(tmp_path / "p.csv")
+    assert back.shape == np.shape(yx) and np.allclose(back, yx)
+    assert extra.keys() == columns.keys()
+    assert all(np.allclose(extra[k], v) for k, v in columns.items())
+
+
+def test_written_points_open_in_napari_as_yx(tmp_path):
+    yx = np.array([[3.0, 50.0], [20.5, 1.0]])
+    path = write_points(tmp_path / "p.csv", yx, {"score": [0.5, 0.25]})
+    data, props = _napari_points_reader(path)
+    assert np.array_equal(data, yx)  # napari's axis-0 is the row (y)
+    assert list(props) == ["score"] and np.allclose(props["score"], [0.5, 0.25])
 
 
 def test_points_errors(tmp_path):
@@ -57,6 +100,9 @@ def test_points_errors(tmp_path):
     (tmp_path / "n.csv").write_text("y,x\n1,abc\n")
     with pytest.raises(UserError, match="non-numeric"):
         read_points(tmp_path / "n.csv")
+    (tmp_path / "z.csv").write_text("index,axis-0,axis-1,axis-2\n0,1,2,3\n")
+    with pytest.raises(UserError, match="expected 2-D points"):
+        read_points(tmp_path / "z.csv")
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

@@ -43,10 +43,10 @@ def test_ties_are_matched_once():
 def test_empty_sets():
     truth = np.array([[1.0, 1.0]])
     none = np.zeros((0, 2))
-    r = match_points(none, truth, 3)
-    assert (r.tp, r.fp, r.fn, r.precision, r.recall, r.f1) == (0, 0, 1, 1.0, 0.0, 0.0)
-    r = match_points(truth, none, 3)
-    assert (r.tp, r.fp, r.fn, r.precision, r.recall, r.f1) == (0, 1, 0, 0.0, 1.0, 0.0)
+    r = match_points(none, truth, 3)  # nothing predicted: precision 0, not 1
+    assert (r.tp, r.fp, r.fn, r.precision, r.recall, r.f1) == (0, 0, 1, 0.0, 0.0, 0.0)
+    r = match_points(truth, none, 3)  # nothing to find: recall 0 for a false detection
+    assert (r.tp, r.fp, r.fn, r.precision, r.recall, r.f1) == (0, 1, 0, 0.0, 0.0, 0.0)
     r = match_points(none, none, 3)
     assert (r.precision, r.recall, r.f1) == (1.0, 1.0, 1.0)
 

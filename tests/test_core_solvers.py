@@ -1,6 +1,7 @@
 """Solvers against scikit-learn's Lasso, monotonicity of ISTA, FISTA's speed-up, line search, APG."""
 
 import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -143,3 +144,50 @@ def test_momentum_schedule_is_the_rule_of_solvers_and_unrolled_layers():
     assert momentum_schedule("fista", 2) == pytest.approx([0.0, (t1 - 1) / t2])
     with pytest.raises(ValueError, match="momentum must be"):
         momentum_schedule("heavy-ball", 2)
+
+
+def test_batched_line_search_stops_each_sample_at_its_own_tolerance():
+    """Issue 18.7: a batch gives each sample the iterations and the result it gets alone."""
+    op, y = _problem(seed=8)
+    y = y * torch.tensor([[0.3], [1.0], [4.0]], dtype=D64)
+    joint = fista(op, y, 0.05, n_iter=5000, tol=1e-7, line_search=True)
+    alone = [fista(op, y[i:i + 1], 0.05, n_iter=5000, tol=1e-7, line_search=True)
+             for i in range(3)]
+    assert joint.sample_iters.tolist() == [r.n_iter for r in alone]
+    assert joint.n_iter == max(r.n_iter for r in alone) and joint.converged
+    for i, r in enumerate(alone):
+        assert torch.allclose(joint.x[i:i + 1], r.x, atol=1e-12, rtol=0)
+        assert torch.allclose(joint.step[i:i + 1], r.step)
+
+
+def test_step_above_one_over_l_warns_and_float_types_must_match():
+    op, y = _problem(seed=9)
+    limit = 1 / op.lipschitz((60,))
+    with pytest.warns(RuntimeWarning, match="above 1/L"):
+        fista(op, y, 0.1, n_iter=3, step=2.5 * limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fista(op, y, 0.1, n_iter=3, step=limit)
+    op32 = MatrixOperator(op.matrix.float())
+    with pytest.raises(TypeError, match="y is torch.float64 but the operator's weights are "
+                                        "torch.float32"):
+        fista(op32, y, 0.1, n_iter=3)
+    assert fista(op32, y.float(), 0.1, n_iter=3).x.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, D64])
+def test_lipschitz_converges_on_a_nearly_flat_spectrum(dtype):
+    """Issue 18.4: σ = 1, 0.995, 0.995, ... (n = 400): a power iteration creeps up from 0.990;
+    Lanczos gets 1.0. The cache is keyed on the accuracy arguments; repeated calls agree."""
+    n = 400
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    v, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    sigma = np.full(n, 0.995)
+    sigma[0] = 1.0
+    op = MatrixOperator(torch.tensor((u * sigma) @ v.T, dtype=dtype))
+    assert op.lipschitz((n,)) == pytest.approx(1.0, abs=1e-5)
+    rough = op.lipschitz((n,), n_iter=1)
+    assert rough < 0.999  # one product: a Rayleigh quotient, cached apart from the default
+    assert op.lipschitz((n,)) == pytest.approx(1.0, abs=1e-5)
+    assert MatrixOperator(op.matrix.clone()).lipschitz((n,)) == op.lipschitz((n,))

@@ -88,6 +88,35 @@ def test_resume_without_file_is_user_error(tmp_path):
         _trainer(tmp_path / "none.ckpt", 5).fit(resume=True)
 
 
+def test_resume_file_of_another_model_or_task_names_the_mismatch(tmp_path):
+    from proxscope.models.segmentation import build
+
+    out = tmp_path / "m.ckpt"
+    _trainer(out, 5).fit()  # leaves m.ckpt.resume of a LISTA
+
+    def seg_trainer(task="seg", **config):
+        model = build("unet", **{"depth": 1, "base_channels": 2} | config)
+
+        def sample(rng):
+            return torch.zeros(1, model.config.in_channels, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)
+
+        def loss(m, batch):
+            return -m(batch[0]).gather(1, batch[1][:, None]).log().mean()
+
+        return Trainer(model, loss, sample, TrainConfig(steps=2, ckpt_every=1, quiet=True), out,
+                       extra={"task": task})
+
+    with pytest.raises(UserError, match=r"m.ckpt.resume: resume file of a LISTA, this run trains a UNet"):
+        seg_trainer().fit(resume=True)
+    seg_trainer().fit()  # now a UNet resume file of task seg
+    with pytest.raises(UserError, match="resume file of task seg, this run is task cells"):
+        seg_trainer(task="cells").fit(resume=True)
+    with pytest.raises(UserError, match=r"with base_channels 2 \(now 4\)"):
+        seg_trainer(base_channels=4).fit(resume=True)
+    with pytest.raises(UserError, match=r"in_channels 3 \(now 1\)"):
+        seg_trainer(in_channels=1).fit(resume=True)
+
+
 def test_checkpoint_round_trip_and_corruption(tmp_path):
     model = LISTA.from_solver(MATRIX, lam=0.1, n_layers=2)
     path = save_checkpoint(tmp_path / "m.safetensors", model, extra={"threshold": 0.5})

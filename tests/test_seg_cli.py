@@ -129,7 +129,8 @@ def test_user_errors_are_one_line_exit_2_without_output(data, tmp_path, capsys):
     train = ["seg", "train", "--out", str(out), "--quiet"]
     cases = [
         ([*predict, str(tmp_path / "missing.tif"), "--model", str(ckpt)], "image not found"),
-        ([*predict, str(gray), "--model", str(ckpt)], "gray.tif: expected 3 (RGB) channel(s)"),
+        ([*predict, str(gray), "--model", str(ckpt)],
+         "gray.tif: expected an RGB (H, W, 3) image, got shape (40, 40)"),
         ([*predict, str(nan), "--model", str(ckpt)], "nan.tif: image contains NaN or Inf"),
         ([*predict, image, "--model", "no-such-model"], "no-such-model"),
         ([*predict, image, "--model", str(bad_ckpt)], "bad.safetensors"),
@@ -172,14 +173,30 @@ def test_training_pieces():
     assert sum(not np.array_equal(a, b) for a, b in zip(images, noisy, strict=True)) == 2
 
 
-def test_segment_tiles_large_images():
+@pytest.mark.parametrize("arch,depth,shape,tile", [
+    ("unet", 2, (70, 90), 56),  # receptive radius 22 -> overlap 24, tiles on the 4-px grid
+    ("rsegnet", 3, (101, 67), 64),
+    ("runet", 3, (103, 121), 104),  # radius 46 -> overlap 48: the smallest tile with a stride
+])
+def test_tiled_prediction_equals_one_pass_off_the_grid(arch, depth, shape, tile):
+    """Sizes that are multiples of neither the tile nor 2^depth: the last tile still starts on
+    the pooling grid, so tiles give the logits of one pass (the issue: 2.68 apart before)."""
     torch.manual_seed(0)
-    model = build("unet", base_channels=4, depth=2).eval()
-    image = np.random.default_rng(0).random((3, 70, 90)).astype(np.float32)
+    model = build(arch, base_channels=4, depth=depth).eval()
+    image = np.random.default_rng(0).random((3, *shape)).astype(np.float32)
     whole = segment(model, image, tile=512)
-    tiled = segment(model, image, tile=48, overlap=16)
-    assert tiled.shape == whole.shape == (3, 70, 90)
-    assert np.abs(tiled - whole).mean() < 0.02
+    tiled = segment(model, image, tile=tile)
+    assert tiled.shape == whole.shape == (3, *shape)
+    assert np.abs(tiled - whole).max() < 1e-5
+
+
+def test_receptive_radius_is_what_the_gradients_show():
+    for arch, depth in (("unet", 2), ("unet", 3), ("segnet", 3)):
+        model = build(arch, base_channels=2, depth=depth).eval()
+        x = torch.randn(1, 3, 128, 128, requires_grad=True)
+        model.logits(x)[0, :, 64, 64].sum().backward()
+        rows = torch.nonzero(x.grad[0].abs().sum((0, 2)) > 0)[:, 0] - 64
+        assert max(-int(rows.min()), int(rows.max())) == model.receptive_radius, (arch, depth)
 
 
 @pytest.mark.parametrize("name", ["unet", "runet"])

@@ -5,12 +5,14 @@ The SPoD operators' adjoint and Lipschitz checks live in tests/test_core_operato
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from proxscope.checkpoint import build_model, read_checkpoint
+from proxscope.errors import UserError
 from proxscope.models.spodnet import LISTANet, SPoDNet, SPoDNetConfig
 from proxscope.operators import ValidConv
 from proxscope.operators.spod import (
@@ -18,15 +20,18 @@ from proxscope.operators.spod import (
     SPoDConv,
     core_lam,
     fast_size,
+    lam_max,
     normalisation,
+    psf_kernel,
     spod_filters,
     spod_objective,
 )
 from proxscope.prox import leaky_soft_threshold, nonneg_soft_threshold
 from proxscope.sim.spod import SPoDSimConfig, forward_model, make_psf, simulate
 from proxscope.solvers import ista
-from proxscope.tasks.spod.data import preprocess, random_crops
-from proxscope.tasks.spod.recover import predict_model, solve
+from proxscope.tasks.spod.data import prepare, preprocess, random_crops, stack_layout
+from proxscope.tasks.spod.metrics import fidelity
+from proxscope.tasks.spod.recover import predict_model, recover_stack, solve
 from proxscope.train.layerwise import shrink
 
 D = torch.float64
@@ -158,7 +163,7 @@ def test_untrained_nets_are_exactly_m_ista_iterations(cls):
     y[..., : tile // 2, :] = 0  # a dark half, where A^T y < θ: LST and NST differ there
     op = SPoDConv.from_psf(psf, c)
     x_shape = (c, tile + a - 1, tile + a - 1)
-    step = 1.0 / op.lipschitz(x_shape)
+    step = 1.0 / op.lipschitz(x_shape, bound=True)
     ref = ista(op, y, core_lam(lam, x_shape, c, (a, a)), nonneg_soft_threshold,
                n_iter=m_layers, tol=0.0, step=step)
     with torch.no_grad():
@@ -257,12 +262,133 @@ def test_simulator_statistics():
     assert gauss.sum() == pytest.approx(1, abs=1e-5) and gauss.min() > 0
 
 
-def test_preprocessing_removes_hot_pixel_and_keeps_flat_background():
-    stack = np.full((2, 20, 20), 3.0, np.float32)
-    stack[0, 10, 10] = 100.0
-    out = preprocess(stack)
-    assert np.allclose(out, 3.0)
-    assert np.array_equal(preprocess(stack, median=1, minimum=1), stack)
+def test_preprocessing_keeps_a_dot_zeroes_a_flat_stack_and_removes_a_hot_pixel():
+    psf = make_psf(15, "airy", 3.0)
+    x = np.zeros((4, 40, 40), np.float32)
+    x[1, 20, 17] = 1.0
+    clean = forward_model(x, psf)
+    out = preprocess(clean)
+    assert out.max() >= 0.9 * clean.max()  # the seed's filters keep ~3 % of it
+    assert preprocess(clean, "seed").max() < 0.5 * clean.max()
+    flat = np.full((2, 20, 20), 3.0, np.float32)
+    assert np.array_equal(preprocess(flat), np.zeros_like(flat))
+    spiky = flat + np.random.default_rng(0).normal(0, 0.01, flat.shape).astype(np.float32)
+    spiky[0, 10, 10] = 100.0
+    assert np.abs(preprocess(spiky)).max() < 0.1
+    assert np.array_equal(preprocess(spiky, "none"), spiky)
+    assert np.allclose(preprocess(flat, "seed"), 3.0)
+
+
+def _point_source(c=8, size=48, position=(5, 40, 37), background=0.2, noise=0.01, seed=0):
+    """Observation of one unit voxel (PSF 15×15 Airy) over a flat background, with Gaussian
+    noise; background and noise as fractions of the clean peak. -> (stack, psf, peak)."""
+    psf = make_psf(15, "airy", 3.0)
+    x = np.zeros((c, size + 14, size + 14), np.float32)
+    x[position] = 1.0
+    clean = forward_model(x, psf)
+    peak = float(clean.max())
+    rng = np.random.default_rng(seed)
+    stack = clean + background * peak + rng.normal(0, noise * peak, clean.shape)
+    return stack.astype(np.float32), psf, peak
+
+
+def test_point_source_under_a_flat_background_is_recovered():
+    """Issue 15: argmax at the voxel, >= 95 % of the mass within 1 px (the seed's filters: far
+    away, 0.4 %)."""
+    stack, psf, _ = _point_source()
+    x = recover_stack(stack, psf_kernel(psf), n_iter=500).x
+    assert np.unravel_index(x.argmax(), x.shape) == (5, 40, 37)
+    assert x[:, 39:42, 36:39].sum() >= 0.95 * x.sum()
+    assert x.sum() == pytest.approx(1.0, abs=0.05)
+
+
+def test_pure_noise_with_the_default_lam_recovers_nothing():
+    _, psf, peak = _point_source()
+    noise = (0.2 * peak + np.random.default_rng(1).normal(0, 0.01 * peak, (8, 48, 48)))
+    result = recover_stack(noise.astype(np.float32), psf_kernel(psf), n_iter=500)
+    assert result.x.sum() < 1e-3  # one dot's mass is 1
+    assert result.lam_ratio > 0.5  # λ_max of noise alone is close to the rule's λ
+
+
+def test_lam_max_is_where_the_solution_becomes_zero():
+    stack, psf, _ = _point_source()
+    op = SPoDConv.from_psf(torch.from_numpy(psf_kernel(psf)), 8)
+    y = torch.from_numpy(prepare(stack).y)[None]
+    top = lam_max(op, y)
+    assert float(solve(op, y, top * 1.001, n_iter=50).x.abs().max()) == 0
+    assert float(solve(op, y, top * 0.9, n_iter=50).x.max()) > 0
+
+
+def test_closed_form_lipschitz_bounds_a_1000_step_power_estimate():
+    op = SPoDConv.from_psf(torch.from_numpy(psf_kernel(make_psf())).double(), 18)
+    shape = (18, 47, 47)
+    v = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0), dtype=D)
+    for _ in range(1000):
+        v = op.normal(v)
+        value = float(v.norm())
+        v = v / value
+    bound = op.lipschitz(shape, bound=True)
+    assert bound == pytest.approx(81.0, rel=1e-6)  # (c/2)² for a PSF of sum 1
+    assert bound >= value
+    assert op.lipschitz(shape) == pytest.approx(value, rel=1e-3)  # Lanczos
+
+
+def test_asymmetric_psf_lands_right_in_the_convolution_convention():
+    """Issue 18.6: a measured PSF whose tail is offset by (+4, +4) from its core. The observation
+    is a physical convolution (scipy, independent of our operator)."""
+    from scipy.signal import convolve2d
+
+    psf = np.zeros((15, 15), np.float32)
+    psf[6:9, 6:9] = 1.0
+    psf[10:13, 10:13] = 1.5
+    psf /= psf.sum()
+    x = np.zeros((6, 50, 50), np.float32)
+    x[2, 25, 22] = 1.0
+    stack = np.stack([convolve2d(xk, psf, mode="valid") for xk in x]) * np.cos(
+        (np.arange(6) - 2) * np.pi / 6)[:, None, None] ** 2
+    stack = stack.astype(np.float32) + 0.1
+    for convention, right in (("convolution", True), ("correlation", False)):
+        rec = recover_stack(stack, psf_kernel(psf, convention), n_iter=300).x
+        near = rec[:, 24:27, 21:24].sum() / rec.sum()
+        assert (near > 0.9) == right, (convention, near)
+
+
+def test_stack_layout_reads_channel_last_stacks():
+    assert stack_layout((64, 64, 18), channels=18) == "YXC"
+    assert stack_layout((18, 64, 64), channels=18) == "CYX"
+    assert stack_layout((64, 64, 18)) == "YXC" and stack_layout((18, 64, 64)) == "CYX"
+    assert stack_layout((3, 64, 64), channels=18) == "CYX"  # the caller reports 3 vs 18
+    assert stack_layout((18, 64, 18), axes="YXC") == "YXC"
+    for shape, channels in (((18, 64, 18), 18), ((20, 20, 20), None)):
+        with pytest.raises(UserError, match="cannot tell the polarization axis of a stack of "
+                           + re.escape(f"shape {tuple(shape)}")):
+            stack_layout(shape, channels=channels)
+
+
+def test_fidelity_scores_the_truth_perfectly_and_a_blank_as_nothing():
+    data = simulate(SPoDSimConfig(size=40, channels=6, psf_size=9, psf_width=2.5, n_filaments=2,
+                                  n_dots=8), seed=3)
+    truth = data["truth"]
+    perfect = fidelity(truth, truth, (9, 9))
+    assert perfect["dot_f1"] == 1.0 and perfect["within_2px"] == 1.0
+    assert perfect["correlation"] == pytest.approx(1.0) and perfect["psnr_db"] == float("inf")
+    assert perfect["orientation_error_deg"] == pytest.approx(0.0, abs=1e-9)
+    blank = fidelity(np.zeros_like(truth), truth, (9, 9))
+    assert blank["dot_f1"] == 0.0 and blank["dot_recall"] == 0.0 and blank["dots_found"] == 0
+    assert blank["within_2px"] is None and blank["correlation"] is None
+    assert blank["psnr_db"] == blank["psnr_zero_db"]
+    shifted = fidelity(np.roll(truth, (6, 6), axis=(1, 2)), truth, (9, 9))  # 8.5 px off
+    assert shifted["dot_recall"] < 0.5 and shifted["within_2px"] < 0.5
+
+
+def test_fista_on_the_demo_stack_matches_the_structures():
+    """Issue 15, on the demo seed, FISTA 300 iterations at the noise rule."""
+    data = simulate(SPoDSimConfig(size=128), seed=2024)
+    rec = recover_stack(data["observation"], psf_kernel(data["psf"]), n_iter=300)
+    scores = fidelity(rec.x, data["truth"], data["psf"].shape)
+    assert scores["dot_f1"] >= 0.95 and scores["within_2px"] >= 0.95
+    assert scores["psnr_db"] >= scores["psnr_zero_db"] + 15
+    assert 0 < rec.lam_ratio < 0.05
 
 
 def test_random_crops_are_crops_or_flips():
@@ -279,18 +405,27 @@ def test_random_crops_are_crops_or_flips():
         assert found
 
 
-def test_bundled_weights_load_with_the_former_config_name(tmp_path):
-    """The bundled checkpoint stores ``threshold: 'leaky'`` (now ``prox``); it loads unchanged,
-    and a model saved today reloads with ``prox``."""
+def test_checkpoints_load_with_the_former_config_name(tmp_path):
+    """Checkpoints that stored ``threshold: 'leaky'`` (now ``prox``) load; a model saved today
+    reloads with ``prox``."""
     from proxscope.checkpoint import save_checkpoint
-    from proxscope.models import load, resolve
 
-    ckpt = read_checkpoint(resolve("spodnet"))
-    assert ckpt.config["threshold"] == "leaky" and "prox" not in ckpt.config
-    model, _ = load("spodnet")
-    assert model.config.prox == "leaky" and model.config.lam == 0.1
-    assert torch.equal(model.unrolled.step[0].detach(), ckpt.tensors["unrolled.step.0"])
+    config = {**SPoDNetConfig(channels=2, psf_size=[3, 3], n_layers=1).__dict__}
+    config["threshold"] = config.pop("prox")
+    assert SPoDNet.from_config(config).config.prox == "leaky"
     path = save_checkpoint(tmp_path / "m.safetensors", LISTANet.from_solver(
         _psf(3, 3).float(), channels=2, n_layers=1, prox="nonneg", tile=8))
     again = build_model(read_checkpoint(path))
     assert isinstance(again, LISTANet) and again.config.prox == "nonneg"
+
+
+def test_bundled_net_uses_the_noise_rule_lam_and_its_size_conversion():
+    from proxscope.models import load
+
+    model, extra = load("spodnet")
+    assert model.config.prox == "leaky" and extra["preprocessing"] == "background"
+    a = model.config.psf_size[0]
+    lam_core = core_lam(model.config.lam, (18, 64 + a - 1, 64 + a - 1), 18, (a, a))
+    assert lam_core == pytest.approx(extra["lam_core"], rel=1e-6)
+    lam_128 = model.lam_for((128, 128))
+    assert core_lam(lam_128, (18, 128 + a - 1, 128 + a - 1), 18, (a, a)) == pytest.approx(lam_core)

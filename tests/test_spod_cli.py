@@ -14,6 +14,7 @@ import torch
 
 from proxscope.checkpoint import read_checkpoint
 from proxscope.cli import main
+from proxscope.models import load
 from proxscope.models.spodnet import LISTANet, SPoDNet
 from proxscope.sim.spod import SPoDSimConfig, simulate
 from proxscope.tasks.spod.train import SpodTraining, train_spod
@@ -52,7 +53,8 @@ def test_train_predict_evaluate_round_trip(data, tmp_path, capsys):
     meta = read_checkpoint(ckpt)
     assert meta.model_class.endswith(":SPoDNet")
     assert meta.config["n_layers"] == 2 and meta.config["tile"] == 12
-    assert meta.config["prox"] == "leaky" and meta.config["lam"] == 0.1
+    assert meta.config["prox"] == "leaky" and meta.config["lam"] == pytest.approx(trained["lam"])
+    assert trained["lam"] > 0 and meta.extra["preprocessing"] == "background"
     assert [s["phase"] for s in meta.extra["stages"]] == ["opt1", "opt1", "opt2"]
     assert not (tmp_path / "net.safetensors.stages").exists()
     assert meta.extra["train"]["relaxed"] is True  # the loss on x^(M) by default
@@ -68,14 +70,17 @@ def test_train_predict_evaluate_round_trip(data, tmp_path, capsys):
     rec = tmp_path / "rec.tif"
     printed = _run(capsys, ["spod", "predict", str(obs), "--psf", str(psf), "--model", str(ckpt),
                             "--out", str(rec)])
-    assert printed["n_iter"] == 2 and printed["lam"] == 0.1 and printed["method"] == "net"
+    net, _ = load(str(ckpt))
+    assert printed["n_iter"] == 2 and printed["method"] == "net"
+    assert printed["lam"] == pytest.approx(net.lam_for((20, 20)))  # the net's λ_core at 20 px
     x = tifffile.imread(rec)
     assert x.shape == (4, 24, 24) and x.min() >= 0
     assert main(["spod", "evaluate", "--pred", str(rec), "--truth", str(data / "s2"),
-                 "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
+                 "--lam", repr(printed["lam"]), "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["objective"] == pytest.approx(printed["objective"], rel=1e-4)  # same eq. (5)
     assert np.isfinite(metrics["psnr_db"]) and 0 < metrics["nonzero_fraction"] <= 1
+    assert "dot_f1" in metrics and 0 < metrics["within_2px"] <= 1
     fista = tmp_path / "fista.tif"
     fista_obj = _run(capsys, ["spod", "predict", str(obs), "--psf", str(psf), "--method", "fista",
                               "--iters", "200", "--out", str(fista), "--lam", "0.2"])["objective"]
@@ -131,13 +136,16 @@ def test_bad_inputs_are_one_line_errors_without_output(data, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "nan.tif", nan, photometric="minisblack")
     tifffile.imwrite(tmp_path / "flat.tif", np.ones((10, 10), np.float32))
     tifffile.imwrite(tmp_path / "three.tif", np.ones((3, 20, 20), np.float32), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "cube.tif", np.ones((20, 20, 20), np.float32), photometric="minisblack")
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     cases = [
         (["spod", "predict", str(tmp_path / "missing.tif"), "--psf", psf], "image not found"),
         (["spod", "predict", str(tmp_path / "nan.tif"), "--psf", psf, "--method", "fista"],
          "NaN or Inf"),
         (["spod", "predict", str(tmp_path / "flat.tif"), "--psf", psf, "--method", "fista"],
-         "at least 2 polarization channels"),
+         "a SPoD stack must be 3-D"),
+        (["spod", "predict", str(tmp_path / "cube.tif"), "--psf", psf, "--method", "fista"],
+         "cannot tell the polarization axis of a stack of shape (20, 20, 20)"),
         (["spod", "predict", obs, "--psf", psf, "--model", "no-such-model"],
          "unknown model 'no-such-model'"),
         (["spod", "predict", str(tmp_path / "three.tif"), "--psf", psf],  # bundled: 18 channels
@@ -169,6 +177,47 @@ def test_bad_inputs_are_one_line_errors_without_output(data, tmp_path, capsys):
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (args, err)
         assert not out.exists()
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_predict_is_bit_identical_and_reads_channel_last_stacks(data, tmp_path, capsys):
+    """Issue 18.3/18.4: two runs give the same bytes; the stack saved channel-last (H, W, c)
+    gives the same recovery."""
+    obs, psf = data / "s1" / "observation.tif", str(data / "s1" / "psf.tif")
+    stack = tifffile.imread(obs)
+    tifffile.imwrite(tmp_path / "yxc.tif", np.moveaxis(stack, 0, -1), photometric="minisblack")
+    outs = []
+    for i, image in enumerate((obs, obs, tmp_path / "yxc.tif")):
+        outs.append(tmp_path / f"r{i}.tif")
+        assert main(["spod", "predict", str(image), "--psf", psf, "--method", "fista",
+                     "--iters", "50", "--out", str(outs[-1]), "--quiet"]) == 0
+    first = tifffile.imread(outs[0])
+    assert first.shape == (4, 24, 24) and first.max() > 0
+    for out in outs[1:]:
+        assert np.array_equal(tifffile.imread(out), first)
+
+
+def test_blank_stack_and_blank_prediction(data, tmp_path, capsys):
+    """A blank observation recovers to 0 (no crash); a blank prediction scores dot F1 0 and
+    null where a score is undefined, in strict JSON."""
+    tifffile.imwrite(tmp_path / "blank.tif", np.zeros((4, 20, 20), np.float32),
+                     photometric="minisblack")
+    psf = str(data / "s1" / "psf.tif")
+    printed = _run(capsys, ["spod", "predict", str(tmp_path / "blank.tif"), "--psf", psf,
+                            "--method", "fista", "--iters", "20", "--out", str(tmp_path / "x.tif")])
+    assert printed["lam"] == 0 and printed["objective"] == 0
+    assert not tifffile.imread(tmp_path / "x.tif").any()
+    tifffile.imwrite(tmp_path / "zero.tif", np.zeros((4, 24, 24), np.float32),
+                     photometric="minisblack")
+    assert main(["spod", "evaluate", "--pred", str(tmp_path / "zero.tif"), "--truth",
+                 str(data / "s1"), "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
+
+    def reject(name):
+        raise ValueError(name)
+
+    scores = json.loads((tmp_path / "m.json").read_text(), parse_constant=reject)
+    assert scores["dot_f1"] == 0 and scores["dot_recall"] == 0
+    assert scores["within_2px"] is None and scores["orientation_error_deg"] is None
+    assert scores["psnr_db"] == pytest.approx(scores["psnr_zero_db"])
 
 
 def _stacks_and_psf(size, seed):

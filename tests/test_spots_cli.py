@@ -69,8 +69,12 @@ def test_train_resume_predict_evaluate(data, checkpoint, tmp_path, capsys):
     yx, cols = read_points(out / "cells.csv")
     assert {"score", "x_0", "x_29"} <= set(cols) and len(yx) > 0
     assert np.all(np.diff(cols["score"]) <= 0)
-    assert tifffile.imread(out / "secretion.tif").shape == (30, 32, 32)
+    assert not (out / "secretion.tif").exists()  # the big per-pixel output is opt-in
     assert (out / "overlay.png").stat().st_size > 0
+    assert main(["spots", "predict", str(data / "d1" / "image.tif"), "--model", str(checkpoint),
+                 "--out", str(tmp_path / "pred2"), "--threshold", "0", "--save-secretion",
+                 "--quiet"]) == 0
+    assert tifffile.imread(tmp_path / "pred2" / "secretion.tif").shape == (30, 32, 32)
     capsys.readouterr()
     result_path = tmp_path / "eval.json"
     assert main(["spots", "evaluate", "--pred", str(out / "cells.csv"), "--truth",
@@ -168,12 +172,12 @@ def test_predict_uses_the_detect_sigma_stored_with_the_threshold(data, checkpoin
     save_checkpoint(old, model, extra={"threshold": extra["detection"]["threshold"]})
     out = tmp_path / "pred_old"
     assert main(["spots", "predict", str(data / "d1" / "image.tif"), "--model", str(old),
-                 "--out", str(out), "--threshold", "0", "--quiet"]) == 0
+                 "--out", str(out), "--threshold", "0", "--save-secretion", "--quiet"]) == 0
     _, cols = read_points(out / "cells.csv")
-    secretion = tifffile.imread(out / "secretion.tif")
+    secretion = tifffile.imread(out / "secretion.tif")  # image units: scores / the input gain
     _, plain = detect(secretion, sigma=0)
     _, sharpened = detect(secretion, sigma=DETECT_SIGMA)
-    np.testing.assert_allclose(cols["score"], plain, rtol=1e-5)
+    np.testing.assert_allclose(cols["score"] / cols["score"][0], plain / plain[0], rtol=1e-5)
     assert len(sharpened) != len(plain) or not np.allclose(sharpened, plain)
 
 

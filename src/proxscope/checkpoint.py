@@ -141,3 +141,36 @@ def detection_settings(extra: dict[str, Any], **defaults) -> dict[str, Any]:
     legacy = {"threshold": "threshold", "sigma": "detect_sigma", "vote_threshold": "vote_threshold"}
     stored = extra.get("detection") or {k: extra[old] for k, old in legacy.items() if old in extra}
     return DETECTION_DEFAULTS | defaults | stored
+
+
+#: ``extra`` key of the object diameter (px) a model was trained on (``--diameter`` rescales
+#: inputs to it); ``extra["trained_on"]``: one line on the training data (data, modality,
+#: channels) shown in ``--help`` and the README.
+DIAMETER_KEY = "object_diameter_px"
+
+
+def trained_diameter(extra: dict[str, Any]) -> float | None:
+    """The object diameter in pixels a checkpoint was trained on (``extra[DIAMETER_KEY]``), or
+    None for a checkpoint that does not record it (``--diameter`` then cannot rescale)."""
+    value = extra.get(DIAMETER_KEY)
+    return None if value is None else float(value)
+
+
+def update_extra(path: str | Path, **updates) -> Path:
+    """Rewrite a checkpoint's ``extra`` metadata with ``updates`` merged in (weights unchanged),
+    atomically; e.g. to record ``object_diameter_px`` in a bundled model without retraining."""
+    from safetensors.torch import save_file
+
+    from .data.io import atomic_path
+
+    ckpt = read_checkpoint(path)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "model_class": ckpt.model_class,
+        "config": json.dumps(ckpt.config),
+        "extra": json.dumps(ckpt.extra | updates),
+    }
+    with atomic_path(path) as tmp:
+        save_file(ckpt.tensors, str(tmp), metadata=metadata)
+    return Path(path)

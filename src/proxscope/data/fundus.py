@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import UserError
+from .transforms import prepare_image
 
 DETECT_SIZE = 512  # the FOV is detected on a copy at most about this large
 SEED_SIGMA_AT_512 = 8.5  # seed Sec. 5.1.1: background Gaussian std at a 512 px FOV width
@@ -69,33 +70,24 @@ class PreprocessedFundus:
 
 
 def as_rgb_float(image: np.ndarray) -> np.ndarray:
-    """Check an RGB photograph (H, W, 3) and return it as float32 in [0, 1].
+    """Check an RGB photograph and return it as float32 (H, W, 3) in [0, 1].
 
-    uint8 is divided by 255, uint16 by the maximum of its bit depth (4095 for a 12-bit camera:
-    the smallest 2^b - 1, b >= 8, not below the image's maximum); floats are taken as [0, 1]
-    when their maximum is at most 1, else as 0-255; RGBA loses its alpha. Raises ``UserError``
-    for other shapes, empty images, NaN/Inf."""
+    Layout by the core rule (:func:`~proxscope.data.transforms.to_channels_first`: (H, W, 3),
+    (3, H, W), RGBA loses its alpha). Scale, from the 99.9th percentile p (so a few hot
+    pixels change nothing): a float image with p <= 1 is kept; any other is divided by the
+    maximum of its bit depth, the smallest 2^b - 1 (b >= 8) not below p (255 for 8-bit, 4095
+    for a 12-bit camera, also as float); values above 1 (hot pixels) are clipped.
+    Raises ``UserError`` for other shapes or pixel types, images under 16 x 16, NaN/Inf."""
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 4:  # RGBA (common for PNG): drop alpha
-        image = image[..., :3]
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise UserError(
-            f"expected an RGB fundus photograph of shape (H, W, 3), got shape {image.shape}"
-        )
-    if image.shape[0] < 16 or image.shape[1] < 16:
-        raise UserError(f"fundus photograph too small ({image.shape[0]}x{image.shape[1]} px)")
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255
-    if image.dtype == np.uint16:  # 10/12/14/16-bit cameras: divide by the bit depth's maximum
-        bits = max(8, int(np.ceil(np.log2(float(image.max()) + 1))))
-        return image.astype(np.float32) / (2**bits - 1)
-    if np.issubdtype(image.dtype, np.bool_) or not np.issubdtype(image.dtype, np.number):
-        raise UserError(f"unsupported image type {image.dtype} for a fundus photograph")
-    image = image.astype(np.float32)
-    if not np.isfinite(image).all():
-        raise UserError("fundus photograph contains NaN or Inf values")
-    peak = float(image.max())
-    return image / 255 if peak > 1 else image
+    rgb = np.moveaxis(prepare_image(image, channels=(3,), normalize=None,
+                                    source="fundus photograph"), 0, -1)
+    if rgb.shape[0] < 16 or rgb.shape[1] < 16:
+        raise UserError(f"fundus photograph too small ({rgb.shape[0]}x{rgb.shape[1]} px)")
+    peak = float(np.percentile(rgb, 99.9))
+    if not (np.issubdtype(image.dtype, np.floating) and peak <= 1):
+        bits = max(8, int(np.ceil(np.log2(max(peak, 0.0) + 1))))
+        rgb = rgb / np.float32(2**bits - 1)
+    return np.clip(rgb, 0, 1)
 
 
 def detect_fov(image: np.ndarray) -> tuple[np.ndarray, tuple[float, float], float, int]:

@@ -1,6 +1,7 @@
-"""Image and points I/O. Images: TIFF via tifffile, PNG/JPEG via scikit-image. Points: CSV with a
-header ``y,x[,score,...]`` in pixel units (row, column: the order napari reads). Every write is
-atomic: a temporary file in the target folder, renamed into place only when complete.
+"""Image and points I/O. Images: TIFF via tifffile, PNG/JPEG via scikit-image. Points: CSV in
+pixel units, written as napari's points CSV (``index,axis-0,axis-1[,score,...]``, axis-0 = y =
+row, axis-1 = x = column), read from that, ``y,x`` or Fiji's ``X,Y``. Every write is atomic: a
+temporary file in the target folder, renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def read_image(path: str | Path, allow_nonfinite: bool = False) -> np.ndarray:
     Raises :class:`UserError` for a missing, unreadable or empty file, or NaN/Inf values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an image file (predict takes a folder of images)")
     if not path.is_file():
         raise UserError(f"image not found: {path}")
     suffix = path.suffix.lower()
@@ -123,52 +126,95 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-def read_points(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Read a points CSV -> (yx (N, 2) float array, {other column: (N,) float array}).
+#: The header :func:`write_points` writes: napari's own points CSV (``index,axis-0,axis-1``),
+#: axis-0 = y (row), axis-1 = x (column), so napari opens the file as a points layer (its
+#: built-in reader needs ``axis-*`` columns; a ``y,x`` header is not recognised there).
+NAPARI_AXES = ("axis-0", "axis-1")
 
-    The header must contain ``y`` and ``x``; an empty file body gives N = 0.
-    """
+
+def _coordinate_columns(header: list[str], path: Path) -> tuple[int, int]:
+    """(y column, x column) of a points CSV header: ``y,x`` (proxscope, spotiflow), napari's
+    ``[index,]axis-0,axis-1`` (the last two axes of a 2-D layer) or Fiji/ImageJ's ``X,Y``
+    (case-insensitive)."""
+    lower = [h.lower() for h in header]
+    axes = [h for h in lower if h.startswith("axis-")]
+    if axes:
+        if len(axes) != 2:
+            raise UserError(f"{path}: napari points with {len(axes)} coordinates "
+                            f"({','.join(axes)}); expected 2-D points (axis-0,axis-1)")
+        return lower.index("axis-0"), lower.index("axis-1")
+    if "y" in lower and "x" in lower:
+        return lower.index("y"), lower.index("x")
+    raise UserError(f"{path}: header must name the coordinates as y,x (proxscope), "
+                    f"axis-0,axis-1 (napari) or X,Y (Fiji); got {','.join(header)}")
+
+
+def read_points(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Read a points CSV -> (yx (N, 2) float array, {other numeric column: (N,) float array}).
+
+    Accepted headers (comma, tab or semicolon separated): ``y,x[,...]``; napari's points
+    export ``index,axis-0,axis-1[,...]`` (axis-0 = y); Fiji/ImageJ results ``X,Y[,...]`` (x =
+    column, y = row, in pixels: an image calibrated in µm must be measured uncalibrated). Row
+    numbers (napari's ``index``, Fiji's unnamed first column) and non-numeric columns (Fiji's
+    ``Label``) are left out. A header without rows gives N = 0. Raises :class:`UserError` for
+    a missing file, an unknown header, or non-numeric / NaN coordinates."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a points CSV file")
     if not path.is_file():
         raise UserError(f"points file not found: {path}")
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read points CSV ({exc})") from None
-    if not rows:
-        raise UserError(f"{path}: empty points file (expected a header 'y,x')")
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise UserError(f"{path}: empty points file (expected a header such as 'y,x')")
+    delimiter = max(",\t;", key=lines[0].count)
+    rows = list(csv.reader(lines, delimiter=delimiter))
     header = [h.strip() for h in rows[0]]
-    if "y" not in header or "x" not in header:
-        raise UserError(f"{path}: header must contain 'y' and 'x', got {','.join(header)}")
+    iy, ix = _coordinate_columns(header, path)
     body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    try:
-        table = np.array(body, dtype=float).reshape(len(body), len(header))
-    except ValueError:
-        raise UserError(f"{path}: non-numeric or ragged rows in points CSV") from None
-    if not np.isfinite(table).all():
+    if any(len(r) != len(header) for r in body):
+        raise UserError(f"{path}: ragged rows in points CSV (not {len(header)} columns each)")
+    table = np.array(body, dtype=object).reshape(len(body), len(header))
+
+    def numbers(i: int) -> np.ndarray | None:
+        try:
+            return table[:, i].astype(float)
+        except ValueError:
+            return None
+
+    yx = [numbers(iy), numbers(ix)]
+    if any(v is None for v in yx):
+        raise UserError(f"{path}: non-numeric coordinates in points CSV")
+    yx = np.stack(yx, axis=1).reshape(-1, 2)
+    if not np.isfinite(yx).all():
         raise UserError(f"{path}: points CSV contains NaN or Inf")
-    columns = {name: table[:, i] for i, name in enumerate(header)}
-    yx = np.stack([columns.pop("y"), columns.pop("x")], axis=1)
+    skip = {iy, ix} | {i for i, h in enumerate(header) if h in ("", "index", " ")}
+    columns = {h: v for i, h in enumerate(header)
+               if i not in skip and (v := numbers(i)) is not None}
     return yx, columns
 
 
 def write_points(
     path: str | Path, yx: np.ndarray, columns: Mapping[str, np.ndarray] | None = None
 ) -> Path:
-    """Write points (N, 2) as CSV with header ``y,x`` + extra columns, atomically."""
+    """Write points (N, 2) (y, x) as napari's points CSV, atomically: header
+    ``index,axis-0,axis-1`` (:data:`NAPARI_AXES`: axis-0 = y, axis-1 = x) + extra columns,
+    which napari opens as a points layer with the extra columns as properties."""
     yx = np.asarray(yx, dtype=float).reshape(-1, 2)
     columns = {k: np.asarray(v, dtype=float).reshape(-1) for k, v in (columns or {}).items()}
     for name, values in columns.items():
         if len(values) != len(yx):
             raise ValueError(f"column {name!r} has {len(values)} values for {len(yx)} points")
-    header = ["y", "x", *columns]
+    header = ["index", *NAPARI_AXES, *columns]
     table = np.column_stack([yx, *columns.values()]) if columns else yx
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
-            writer.writerows([[f"{v:.6g}" for v in row] for row in table])
+            writer.writerows([[i, *(f"{v:.6g}" for v in row)] for i, row in enumerate(table)])
     return Path(path)
 
 

@@ -21,15 +21,45 @@ def percentile_normalize(
     return (image - lo) / np.maximum(hi - lo, 1e-8)
 
 
-def to_channels_first(image: np.ndarray, max_channels: int = 4) -> np.ndarray:
-    """(H, W) -> (1, H, W); (H, W, C) with C <= max_channels -> (C, H, W); (C, H, W) unchanged."""
+def _kinds(channels: tuple[int, ...]) -> str:
+    names = {1: "a grey (H, W)", 3: "an RGB (H, W, 3)"}
+    return " or ".join(names.get(c, f"a {c}-channel (C, H, W)") for c in channels)
+
+
+def to_channels_first(image: np.ndarray, channels: tuple[int, ...] | None = None,
+                      source: str = "image") -> np.ndarray:
+    """The one layout rule of every 2-D image with channels -> (C, H, W).
+
+    (H, W) -> (1, H, W). For a 3-D array the channel axis is the first or the last:
+    with ``channels`` (the counts the caller accepts), the axis whose length is one of them,
+    where a colour axis (3, or 4 = RGBA when last) also counts when grey is accepted (see
+    :func:`prepare_image`); the last axis wins when both fit and it is 3 or 4 long (colour files
+    store colour last), else the first. An RGBA image (H, W, 4) loses its alpha when 4
+    channels are not accepted; a stack of 4 planes (4, H, W) is never taken for RGBA. Without
+    ``channels``: a last axis of at most 4 after a longer first axis is channel-last, anything
+    else channel-first (a stack of planes). Raises :class:`UserError` naming ``source``, the
+    shape found and the layouts expected."""
+    shape = image.shape
     if image.ndim == 2:
         return image[None]
-    if image.ndim == 3:
-        if image.shape[-1] <= max_channels and image.shape[0] > max_channels:
-            return np.moveaxis(image, -1, 0)
+    if image.ndim != 3:
+        raise UserError(f"{source}: expected a 2-D image (grey or colour), got shape {shape}")
+    if channels is None:
+        last = shape[-1] <= 4 < shape[0]
+    else:
+        colour = 3 in channels or 1 in channels
+        fits_last = shape[2] in channels or (colour and shape[2] in (3, 4))
+        fits_first = shape[0] in channels or (colour and shape[0] == 3)
+        if not (fits_last or fits_first):
+            hint = f" (a stack of {shape[0]} planes? give one)" if shape[0] < min(shape[1:]) else ""
+            raise UserError(f"{source}: expected {_kinds(channels)} image, got shape {shape}{hint}")
+        last = fits_last and (shape[2] in (3, 4) or not fits_first)
+    if not last:
         return image
-    raise UserError(f"expected a 2-D or 3-D image, got shape {image.shape}")
+    image = np.moveaxis(image, -1, 0)
+    if channels is not None and shape[2] == 4 and 4 not in channels:
+        image = image[:3]  # RGBA: drop alpha
+    return image
 
 
 def prepare_image(
@@ -42,31 +72,36 @@ def prepare_image(
 ) -> np.ndarray:
     """Check and normalise an input image -> float32 (C, H, W), the one input path of every task.
 
-    Accepts (H, W), (H, W, C) or (C, H, W) of any integer or float type; RGBA drops alpha. C must
-    be one of ``channels`` (None: any, e.g. a polarization stack; RGBA then stays 4 channels).
+    Accepts (H, W), (H, W, C) or (C, H, W) of any integer or float type, laid out by
+    :func:`to_channels_first`; RGBA drops alpha; a colour image whose channels are all equal
+    (grey saved as RGB) is grey where grey is expected but not colour. C must be one of
+    ``channels`` (None: any, e.g. a polarization stack).
     ``normalize``: 'percentile' maps the 1 % / 99.8 % percentiles to 0 / 1 (over all channels, or
-    each channel when ``per_channel``); 'max' shifts negative values to 0 and scales the maximum
-    to 255 (the FluoroSpot simulator's scale); None keeps the values (the task normalises).
-    ``pad_to``: pad (row / column medians) up to this size. Raises :class:`UserError` (one line
-    naming ``source``) for another pixel type, shape or channel count, NaN/Inf, an image under
-    8 x 8, or a blank image with 'max'."""
+    each channel when ``per_channel``; a blank image becomes all 0); 'max' shifts negative
+    values to 0 and scales the maximum to 255 (the FluoroSpot simulator's scale); None keeps the
+    values (the task normalises). ``pad_to``: pad (row / column medians) up to this size.
+    Raises :class:`UserError` (one line naming ``source`` and the shape as found) for another
+    pixel type, shape or channel count, NaN/Inf, an image under 8 x 8, or a blank image with
+    'max'."""
     image = np.asarray(image)
+    found = image.shape
     if image.dtype == bool or not (
         np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
     ):
         raise UserError(f"{source}: unsupported pixel type {image.dtype}")
-    if image.ndim not in (2, 3):
-        raise UserError(f"{source}: expected a 2-D image (grey or colour), got shape {image.shape}")
-    image = to_channels_first(image)
-    if channels is not None and image.shape[0] == 4 and 4 not in channels:
-        image = image[:3]
+    image = to_channels_first(image, channels, source)
+    if channels is not None and image.shape[0] == 3 and 3 not in channels:
+        if not (image == image[:1]).all():
+            raise UserError(f"{source}: expected {_kinds(channels)} image, got colour (shape "
+                            f"{found}) with channels that differ; convert it to grey")
+        image = image[:1]
     if channels is not None and image.shape[0] not in channels:
-        kinds = " or ".join({1: "1 (grey)", 3: "3 (RGB)"}.get(c, str(c)) for c in channels)
-        raise UserError(f"{source}: expected {kinds} channel(s), got shape {image.shape}")
+        raise UserError(f"{source}: expected {_kinds(channels)} image, got shape {found}")
     if not np.isfinite(image).all():
         raise UserError(f"{source}: image contains NaN or Inf values")
     if min(image.shape[1:]) < 8:
-        raise UserError(f"{source}: image {image.shape[1]}x{image.shape[2]} is too small (at least 8x8)")
+        raise UserError(f"{source}: image {image.shape[1]}x{image.shape[2]} (shape {found}) is "
+                        f"too small (at least 8x8)")
     if normalize == "percentile":
         image = percentile_normalize(image, axis=(1, 2) if per_channel else None)
     elif normalize == "max":
@@ -82,6 +117,60 @@ def prepare_image(
     if pad_h or pad_w:
         image = np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)), mode="median")
     return image.astype(np.float32)
+
+
+def diameter_factor(diameter: float | None, trained_diameter: float | None) -> float:
+    """Zoom factor ``s = trained_diameter / diameter`` that brings objects of ``diameter`` px
+    to the size a model was trained on (cellpose/spotiflow ``--diameter``); 1.0 when either is
+    None. Raises :class:`UserError` for a diameter that is not a positive finite number."""
+    if diameter is None or trained_diameter is None:
+        return 1.0
+    if not (np.isfinite(diameter) and diameter > 0):
+        raise UserError(f"--diameter must be a positive number of pixels, got {diameter}")
+    return float(trained_diameter) / float(diameter)
+
+
+def resize(array: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    """Resample the last two axes of ``array`` (..., H, W) to ``shape`` (H', W'): ``order`` 1
+    (bilinear, anti-aliased when shrinking; images, score maps, probabilities) or 0 (nearest;
+    label maps, dtype kept). Pixel centres map as y' = (y + 0.5)·H'/H - 0.5 (see
+    :func:`points_to_original`). Same shape -> the array itself."""
+    array = np.asarray(array)
+    shape = tuple(int(n) for n in shape)
+    if array.shape[-2:] == shape:
+        return array
+    from skimage.transform import resize as sk_resize
+
+    shrink = shape[0] < array.shape[-2] or shape[1] < array.shape[-1]
+    out = sk_resize(array, (*array.shape[:-2], *shape), order=order, mode="reflect",
+                    preserve_range=True, anti_aliasing=bool(order and shrink))
+    return out.astype(array.dtype if order == 0 else np.float32)
+
+
+def rescale_to_diameter(
+    image: np.ndarray, diameter: float | None, trained_diameter: float | None,
+    source: str = "image",
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resample a prepared image (C, H, W) so objects of ``diameter`` px get the
+    ``trained_diameter`` the model was trained on -> (image (C, H', W') float32, scale (H'/H,
+    W'/W)). Map outputs back with :func:`resize` (maps, masks: to (H, W)) or
+    :func:`points_to_original` (points). ``diameter`` or ``trained_diameter`` None -> the
+    image unchanged and scale (1.0, 1.0). Raises :class:`UserError` when the result would be
+    under 8 x 8 pixels."""
+    factor = diameter_factor(diameter, trained_diameter)
+    h, w = image.shape[-2:]
+    shape = (max(1, round(h * factor)), max(1, round(w * factor)))
+    if min(shape) < 8:
+        raise UserError(f"{source}: --diameter {diameter} shrinks the {h}x{w} image to "
+                        f"{shape[0]}x{shape[1]} (models here need at least 8x8)")
+    return resize(image, shape).astype(np.float32), (shape[0] / h, shape[1] / w)
+
+
+def points_to_original(yx: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Points (N, 2) (y, x) found on an image resampled by ``scale`` (from
+    :func:`rescale_to_diameter`) -> coordinates on the original image."""
+    yx = np.asarray(yx, dtype=float).reshape(-1, 2)
+    return (yx + 0.5) / np.asarray(scale, dtype=float) - 0.5
 
 
 def random_crop_rot_flip(

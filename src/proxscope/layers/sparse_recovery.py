@@ -14,7 +14,12 @@ sample, g = δâ restricted to p (zero elsewhere), r = x̂ − D â:
 
 Over a batch, δD is the sum of the per-sample terms. The exact rule solves one |p|×|p| system
 per sample; here it is vectorised as a batched n×n solve of the masked Gram matrix
-diag(1_p) D^T D diag(1_p) + diag(1_q), whose solution is v on p and 0 on q.
+diag(1_p) D^T D diag(1_p) + diag(1_q), whose solution is v on p and 0 on q. Where D(:, p) is
+rank-deficient (e.g. |p| > m, as an unconverged solver leaves it), the system is singular:
+those samples get the least-squares (minimum-norm) solution, the pseudo-inverse with
+eigenvalues below ``sqrt(eps)`` times the largest cut off; a full-rank support keeps the exact
+inverse, so the rule still matches finite differences wherever the lasso solution is
+differentiable.
 Memory of the backward is O(batch·n) (batch rule) and does not grow with solver iterations.
 
 Seed: cnncs-cell-detection-compressed-sensing.txt eqs. (4)-(9), Appendix A eqs. (20), (30)-(33).
@@ -89,7 +94,16 @@ def _backward_direction(D: torch.Tensor, a: torch.Tensor, grad_a: torch.Tensor, 
     mask = support.to(D.dtype)
     gram = D.T @ D
     system = mask[:, :, None] * gram * mask[:, None, :] + torch.diag_embed(1 - mask)
-    return torch.linalg.solve(system, g.unsqueeze(-1)).squeeze(-1)
+    rtol = torch.finfo(D.dtype).eps ** 0.5
+    factor, info = torch.linalg.cholesky_ex(system)
+    v = torch.cholesky_solve(g.unsqueeze(-1), factor).squeeze(-1)
+    # a pivot² below rtol·(largest diagonal entry) bounds the smallest eigenvalue from above
+    pivot = factor.diagonal(dim1=-2, dim2=-1).pow(2).amin(-1)
+    bad = (info != 0) | ~(pivot >= rtol * gram.diagonal().amax()) | ~v.isfinite().all(-1)
+    if bad.any():  # rank-deficient supports: least squares instead of the (singular) inverse
+        pinv = torch.linalg.pinv(system[bad], hermitian=True, rtol=rtol)
+        v[bad] = (pinv @ g[bad].unsqueeze(-1)).squeeze(-1)
+    return v
 
 
 class SparseRecovery(torch.autograd.Function):

@@ -16,6 +16,7 @@ spotnet-fluorospot-learned-iterations.txt Fig. 2 (unrolled APG).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -41,6 +42,9 @@ class UnrolledProximalGradient(nn.Module):
     [x]_+ post-threshold of SPoD-Net eq. (11)). ``per_layer``: step and threshold as one scalar
     Parameter per layer (an ``nn.ParameterList``) instead of one (M,) tensor, so layer-wise
     training (:mod:`proxscope.train.layerwise`) can give each layer its own optimizer group.
+    ``positive``: ``step`` and ``threshold`` are stored as their logarithms (pass the positive
+    values; the layers use exp of the stored parameters), so training can never make them
+    negative and Adam moves them by relative amounts, on the scale of their input.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class UnrolledProximalGradient(nn.Module):
         learn_momentum: bool = False,
         output: Callable[[torch.Tensor], torch.Tensor] | None = None,
         per_layer: bool = False,
+        positive: bool = False,
     ):
         super().__init__()
         n = len(ops)
@@ -60,6 +65,12 @@ class UnrolledProximalGradient(nn.Module):
         if not (len(step) == len(threshold) == len(momentum) == n):
             raise ValueError("ops, step, threshold and momentum need one entry per layer")
         self.ops = nn.ModuleList(ops)
+        self.positive = positive
+        if positive:
+            if min(step) <= 0 or min(threshold) <= 0:
+                raise ValueError("positive=True needs step > 0 and threshold > 0")
+            step = [math.log(v) for v in step]
+            threshold = [math.log(v) for v in threshold]
         self.step = _parameters(step, per_layer)
         self.threshold = _parameters(threshold, per_layer)
         self.momentum = nn.Parameter(
@@ -67,6 +78,14 @@ class UnrolledProximalGradient(nn.Module):
         )
         self.prox = prox
         self.output = output
+
+    def step_of(self, m: int) -> torch.Tensor:
+        """η_m of layer m (0-based)."""
+        return self.step[m].exp() if self.positive else self.step[m]
+
+    def threshold_of(self, m: int) -> torch.Tensor:
+        """θ_m of layer m (0-based)."""
+        return self.threshold[m].exp() if self.positive else self.threshold[m]
 
     @property
     def n_layers(self) -> int:
@@ -118,8 +137,8 @@ class UnrolledProximalGradient(nn.Module):
     def layer(self, m: int, x_prev: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x_m from z_{m−1} (the proximal gradient step of layer m, 0-based)."""
         op = self.ops[m]
-        return self.prox(torch.addcmul(z, self.step[m], op.adjoint(op(z) - y), value=-1),
-                         self.threshold[m])
+        return self.prox(torch.addcmul(z, self.step_of(m), op.adjoint(op(z) - y), value=-1),
+                         self.threshold_of(m))
 
     def forward(
         self, y: torch.Tensor, n_layers: int | None = None, x0: torch.Tensor | None = None,
@@ -132,7 +151,7 @@ class UnrolledProximalGradient(nn.Module):
         if x0 is None and n_layers > 0 and type(self).layer is UnrolledProximalGradient.layer:
             # x_0 = z_0 = 0: layer 1 is prox(η_1 A_1^T y, θ_1), z_1 = (1 + β_1) x_1 (the same
             # numbers as the general step, without A_1 0 and a throwaway adjoint for the shape).
-            x = self.prox(self.step[0] * self.ops[0].adjoint(y), self.threshold[0])
+            x = self.prox(self.step_of(0) * self.ops[0].adjoint(y), self.threshold_of(0))
             z, first = (1 + self.momentum[0]) * x, 1
         else:
             x = torch.zeros_like(self.ops[0].adjoint(y)) if x0 is None else x0

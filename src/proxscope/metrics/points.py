@@ -2,8 +2,10 @@
 
 One-to-one matching of predicted to true points within a radius, maximising the number of
 matches and, among those, minimising the total distance (Hungarian algorithm, scipy
-``linear_sum_assignment``). Conventions for empty sets: precision = 1 when nothing is predicted,
-recall = 1 when there is nothing to find, F1 = 2TP/(2TP+FP+FN) and 1 when both are empty.
+``linear_sum_assignment``). Conventions for empty sets: nothing predicted while there is
+something to find gives precision 0 (scikit-learn's and StarDist's zero_division = 0, not 1),
+a prediction where there is nothing to find gives recall 0; F1 = 2TP/(2TP+FP+FN). Only when
+both are empty (an empty well, nothing found) are precision, recall and F1 all 1.
 
 Seed: cnncs-cell-detection-compressed-sensing.txt Sec. 4.2 (a detection within ρ of an unmatched
 ground-truth centroid is a TP); spotnet-fluorospot-learned-iterations.txt Sec. 4 (F1).
@@ -25,11 +27,11 @@ class MatchResult:
 
     @property
     def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float(self.fn == 0)
 
     @property
     def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else float(self.fp == 0)
 
     @property
     def f1(self) -> float:

@@ -6,7 +6,11 @@ the softmax of (2.1)'s last layer replaced by :class:`proxscope.layers.tv.TVSoft
 
 Input (B, in_channels, H, W) of any size (padded by reflection to a multiple of 2^depth and
 cropped back); ``forward`` returns class probabilities (B, n_classes, H, W), ``logits`` the
-last layer's activations o.
+last layer's activations o. The convolutions pad with zeros, so output pixels within
+``receptive_radius`` of the input's border see that padding (on a blank image the bundled nets
+labelled a band along the right edge as nucleus); prediction therefore pads images by
+reflection by ``margin`` px first (:func:`proxscope.tasks.seg.predict.segment`), as the
+original UNet's overlap-tile strategy mirrors the image border.
 """
 
 from __future__ import annotations
@@ -65,6 +69,23 @@ class SegmentationNet(ConfigModule):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    #: receptive field radius per 2^depth px: an output pixel depends on inputs at most
+    #: ``radius_per_scale · 2^depth - 2`` px away (measured by gradients in the tests)
+    radius_per_scale: int
+
+    @property
+    def receptive_radius(self) -> int:
+        """Largest distance (px) between an output pixel and an input pixel it depends on."""
+        return self.radius_per_scale * 2**self.config.depth - 2
+
+    @property
+    def margin(self) -> int:
+        """The receptive radius rounded up to a multiple of 2^depth (px): the reflection margin
+        prediction adds around an image (so no output pixel sees the zero padding) and the tile
+        overlap (so tiles give the result of one pass)."""
+        m = 2**self.config.depth
+        return -(-self.receptive_radius // m) * m
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """o: (B, in_channels, H, W) -> (B, n_classes, H, W)."""
         h, w = x.shape[-2:]
@@ -98,6 +119,8 @@ class UNet(SegmentationNet):
     """UNet: ``depth`` levels of two 3x3 conv-BN-ReLU, max pooling, transposed-conv upsampling
     and skip connections by concatenation; 1x1 conv to n_classes."""
 
+    radius_per_scale = 6  # 2 convs per level down, 2 at the bottom, 2 per level up
+
     def __init__(self, config: SegConfig):
         super().__init__(config)
         widths = [config.base_channels * 2**i for i in range(config.depth + 1)]
@@ -128,6 +151,8 @@ class UNet(SegmentationNet):
 class SegNet(SegmentationNet):
     """SegNet: encoder of conv-BN-ReLU blocks with max pooling that remembers its indices; the
     decoder upsamples with those indices (max unpooling, no learned upsampling) then convolves."""
+
+    radius_per_scale = 4
 
     def __init__(self, config: SegConfig):
         super().__init__(config)

@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from ..layers.unrolled import UnrolledProximalGradient
-from ..operators.spod import DEFAULT_LAM, FullSPoDConv, SPoDConv, core_lam, spod_filters
+from ..operators.spod import (
+    DEFAULT_LAM,
+    FullSPoDConv,
+    SPoDConv,
+    core_lam,
+    lam_from_core,
+    spod_filters,
+)
 from ..prox import leaky_soft_threshold, nonneg_soft_threshold
 from .base import ConfigModule
 
@@ -82,12 +89,14 @@ class SPoDNet(ConfigModule):
     def from_solver(cls, psf: torch.Tensor, **config) -> SPoDNet:
         """The net set to ISTA on eq. (5) for ``psf`` (a, b) with λ = ``lam``, for tiles of
         ``tile`` px (further keywords: :class:`SPoDNetConfig` fields; parameters in psf's dtype):
-        p_t = a_t, η = 1/||A||², θ = λ·A/B·η in every layer."""
+        p_t = a_t, η = 1/L with L the closed-form bound of ||A||² (:meth:`SPoDConv.lipschitz`),
+        θ = λ·A/B·η in every layer."""
         model = cls(SPoDNetConfig(psf_size=list(psf.shape), **config)).to(psf.dtype)
         op = model._layer_op(psf.to(torch.float64))
         c, (a, b), tile = model.config.channels, psf.shape, model.config.tile
         x_shape = (c, tile + a - 1, tile + b - 1)
-        step = 1.0 / op.lipschitz(x_shape)
+        # LISTA's full filters are the same A: its closed form comes from the factorised one.
+        step = 1.0 / SPoDConv.from_psf(psf.to(torch.float64), c).lipschitz(x_shape, bound=True)
         threshold = core_lam(model.config.lam, x_shape, c, (a, b)) * step
         for m, layer_op in enumerate(model.unrolled.ops):
             for target, source in zip(layer_op.parameters(), op.parameters(), strict=True):
@@ -95,6 +104,14 @@ class SPoDNet(ConfigModule):
             model.unrolled.step[m].fill_(step)
             model.unrolled.threshold[m].fill_(threshold)
         return model
+
+    def lam_for(self, obs_shape: tuple[int, int]) -> float:
+        """λ of eq. (5) for an observation of ``obs_shape`` (H, W) with the same core weight
+        λ·A/B as ``config.lam`` has on the training tiles: the thresholds θ = λ_core·η are
+        fixed, while eq. (5)'s normalisation A/B depends on the image size."""
+        c, (a, b), tile = self.config.channels, self.config.psf_size, self.config.tile
+        lam_core = core_lam(self.config.lam, (c, tile + a - 1, tile + b - 1), c, (a, b))
+        return lam_from_core(lam_core, (c, obs_shape[0] + a - 1, obs_shape[1] + b - 1), c, (a, b))
 
     def forward(self, y: torch.Tensor, n_layers: int | None = None,
                 post_threshold: bool = True) -> torch.Tensor:

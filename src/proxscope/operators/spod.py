@@ -109,6 +109,27 @@ class SPoDConv(LinearOperator):
     def kernel_shape(self) -> tuple[int, int]:
         return tuple(self.g.shape)
 
+    def lipschitz(self, in_shape: tuple[int, ...], *args, bound: bool = False, **kwargs) -> float:
+        """||A||² by Lanczos (:meth:`LinearOperator.lipschitz`, same arguments), or with
+        ``bound`` the closed form max_k |ĥ_k|² · (Σ|g|)², ĥ the DFT of h over the channels.
+
+        The valid operator is a crop of the circular one on any grid, whose A^T A has the
+        eigenvalues |ĥ_k|²·|ĝ(ω)|², and |ĝ(ω)| <= Σ|g|, with equality at ω = 0 for g >= 0. So
+        the bound holds for every image size (1/L is a safe step), and for a PSF (g >= 0, sum 1)
+        with h = cos²(·π/c) (ĥ_0 = c/2) it is (c/2)², the large-image limit: 81 for c = 18
+        and the default 32×32 Airy PSF, where Lanczos gives 79.62 on an 18×127×127 image (the
+        norm of that crop; a larger tile needs a value closer to 81, which the bound covers
+        without an iteration). Seed: spodnet-lista-spod-microscopy.txt eq. (3)."""
+        if not bound:
+            return super().lipschitz(in_shape, *args, **kwargs)
+        h_hat = torch.fft.fft(self.h.detach().to(torch.float64))
+        return float(h_hat.abs().max() ** 2 * self.g.detach().to(torch.float64).abs().sum() ** 2)
+
+    def column_norm(self) -> float:
+        """||A e|| for a unit voxel e away from the border: sqrt(Σ_d h[d]²)·||g||."""
+        h, g = self.h.detach().to(torch.float64), self.g.detach().to(torch.float64)
+        return float(h.pow(2).sum().sqrt() * g.norm())
+
     def full_weight(self) -> torch.Tensor:
         """The equivalent (c, c, a, b) ValidConv weight (materialised; for tests and LISTA)."""
         t = torch.arange(self.channels, device=self.h.device)
@@ -172,9 +193,65 @@ class FullSPoDConv(LinearOperator):
         return torch.fft.irfft2(x_hat, s=shape)[..., :hh, :ww]
 
 
-#: λ of eq. (5) wherever none is given: the bundled SPoD-Net's, on stacks normalised to a 99.9th
-#: percentile of 1 (``proxscope spod``). The seed's experiments use λ = 1e-6 (Sec. 5.2).
+#: λ of eq. (5) for a network set up without one (``SPoDNet.from_solver``); ``proxscope spod``
+#: uses :func:`noise_lam` instead. The seed's experiments use λ = 1e-6 (Sec. 5.2).
 DEFAULT_LAM = 0.1
+
+#: k of :func:`noise_lam`: λ_core = k·σ·||a_col||. The largest of the ~10⁴-10⁵ (correlated)
+#: voxels of A^T n exceeds 3σ·||a_col||: on pure-noise 8×48×48 stacks 3-11 noise voxels got
+#: through at k = 3 (0.3-0.7 % of one dot's mass), none at 4; the demo stack's dots and
+#: filaments are recovered alike at 3, 4 and 5 (dot F1 1.0).
+NOISE_LAM_FACTOR = 4.0
+
+
+def psf_kernel(psf, convention: str = "convolution"):
+    """The correlation kernel φ of eq. (3) for a PSF given in ``convention``: 'convolution'
+    (a measured PSF: the image of a point source, as a microscope blurs) -> the PSF flipped in
+    both axes; 'correlation' (the seed's φ, eq. 1) -> the PSF itself. Works on numpy arrays and
+    tensors (a, b)."""
+    if convention == "correlation":
+        return psf
+    if convention != "convolution":
+        raise ValueError(f"PSF convention must be 'convolution' or 'correlation', got {convention!r}")
+    return psf.flip((-2, -1)) if isinstance(psf, torch.Tensor) else psf[..., ::-1, ::-1].copy()
+
+
+def noise_sigma(y: torch.Tensor) -> float:
+    """Robust noise standard deviation of stacks y (..., H, W): 1.4826·MAD of the horizontal
+    pixel differences / √2 (a smooth signal and a flat background cancel in the differences)."""
+    d = (y[..., 1:] - y[..., :-1]).flatten().double()
+    if d.numel() == 0:
+        return 0.0
+    return float(1.4826 * (d - d.median()).abs().median() / math.sqrt(2))
+
+
+def lam_from_core(lam_core: float, x_shape, channels: int, kernel_shape) -> float:
+    """λ of eq. (5) whose core weight (:func:`core_lam`) is ``lam_core``."""
+    big_a, big_b = normalisation(x_shape, channels, kernel_shape)
+    return lam_core * big_b / big_a
+
+
+def noise_lam(op: SPoDConv, y: torch.Tensor, sigma: float | None = None,
+              factor: float = NOISE_LAM_FACTOR) -> float:
+    """λ of eq. (5) scaled to the noise of y (B, c, H, W): λ_core = factor·σ·||a_col||, σ given
+    or :func:`noise_sigma` of y, ||a_col|| = :meth:`SPoDConv.column_norm`. A^T n of white noise
+    n has standard deviation σ·||a_col|| per voxel, so this threshold keeps noise out of x
+    (x = 0 is the solution when λ_core >= max A^T y, :func:`lam_max`)."""
+    a, b = op.kernel_shape
+    x_shape = (op.channels, y.shape[-2] + a - 1, y.shape[-1] + b - 1)
+    sigma = noise_sigma(y) if sigma is None else sigma
+    lam_core = factor * sigma * op.column_norm()
+    return lam_from_core(lam_core, x_shape, op.channels, (a, b))
+
+
+def lam_max(op: SPoDConv, y: torch.Tensor) -> float:
+    """The smallest λ of eq. (5) for which x = 0 minimises eq. (5) (x >= 0) on y (B, c, H, W):
+    λ_core = max(A^T y, 0), the largest over the batch."""
+    a, b = op.kernel_shape
+    x_shape = (op.channels, y.shape[-2] + a - 1, y.shape[-1] + b - 1)
+    with torch.no_grad():
+        lam_core = max(float(op.adjoint(y).max()), 0.0)
+    return lam_from_core(lam_core, x_shape, op.channels, (a, b))
 
 
 def normalisation(x_shape, channels: int, kernel_shape) -> tuple[int, int]:

@@ -12,7 +12,9 @@ The four difficulties of the CNNCS seed (Sec. 1) are built in:
 
 Targets are flat-topped discs with soft edges (profile sigmoid((r − d)/0.7)); the ground truth is
 each target's centre (y, x) in pixels (sub-pixel). Images are returned as float32 in about
-[0, 1] and written by the CLI as uint16 TIFF.
+[0, 1] and written by the CLI as uint16 TIFF. ``scale`` multiplies every length (object radii,
+minimum distance, texture and stamp size; density / scale²): the same scene at another
+object size, e.g. scale = r / 4.75 for targets of mean radius r px.
 
 Seed: cnncs-cell-detection-compressed-sensing.txt Sec. 1 (the four challenges), Sec. 4.2
 (point annotations of cell centroids).
@@ -36,12 +38,14 @@ class CellSimConfig:
     clutter_ratio: float = 1.0  # clutter objects per target cell
     noise: float = 0.03  # Gaussian read-noise std (image units)
     min_distance: float = 9.0  # minimum target centre distance (pixels)
+    scale: float = 1.0  # multiplies every length (target radius 3.5-6 px at 1)
 
 
-def _spread_points(rng: np.random.Generator, count: int, size: int, dmin: float) -> np.ndarray:
-    """About ``count`` points in [4, size − 4)² with no two closer than ``dmin`` (candidates are
-    dropped if an earlier candidate is too close)."""
-    cand = rng.uniform(4, size - 4, size=(3 * count + 8, 2))
+def _spread_points(rng: np.random.Generator, count: int, size: int, dmin: float,
+                   margin: float = 4.0) -> np.ndarray:
+    """About ``count`` points in [margin, size − margin)² with no two closer than ``dmin``
+    (candidates are dropped if an earlier candidate is too close)."""
+    cand = rng.uniform(margin, size - margin, size=(3 * count + 8, 2))
     dist = np.sqrt(((cand[:, None] - cand[None]) ** 2).sum(-1))
     clash = np.tril(dist < dmin, k=-1).any(1)
     return cand[~clash][:count]
@@ -55,14 +59,15 @@ def _render(
     angle: np.ndarray,
     amplitude: np.ndarray,
     ring: np.ndarray,
+    stamp_side: int = STAMP,
 ) -> None:
     """Add soft elliptical discs (or rings where ``ring``) to ``image`` in place, vectorised over
-    objects: each object is a STAMP×STAMP patch added at its centre."""
+    objects: each object is a ``stamp_side``² patch (odd) added at its centre."""
     h, w = image.shape
-    half = STAMP // 2
+    half = stamp_side // 2
     base = np.floor(centres).astype(int)
     frac = centres - base
-    off = np.arange(STAMP) - half
+    off = np.arange(stamp_side) - half
     dy = off[None, :, None] - frac[:, 0, None, None]
     dx = off[None, None, :] - frac[:, 1, None, None]
     c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
@@ -70,8 +75,9 @@ def _render(
     v = -s * dy + c * dx
     d = np.sqrt(u**2 + v**2)
     r = radius[:, None, None]
-    disc = 1.0 / (1.0 + np.exp(-(r - d) / 0.7))
-    hollow = disc - 0.85 / (1.0 + np.exp(-(0.55 * r - d) / 0.7))
+    edge = 0.7 * max(1.0, half / (STAMP // 2))  # soft edge width, scaled with the stamp
+    disc = 1.0 / (1.0 + np.exp(-(r - d) / edge))
+    hollow = disc - 0.85 / (1.0 + np.exp(-(0.55 * r - d) / edge))
     stamp = np.where(ring[:, None, None], hollow, disc) * amplitude[:, None, None]
     rows = base[:, 0, None, None] + off[None, :, None]
     cols = base[:, 1, None, None] + off[None, None, :]
@@ -85,9 +91,9 @@ def simulate_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image -> (image (size, size) float32, target centres (N, 2) float64 as (y, x))."""
     cfg = config or CellSimConfig()
-    size = cfg.size
-    n_target = rng.poisson(cfg.density * size * size)
-    centres = _spread_points(rng, n_target, size, cfg.min_distance)
+    size, k = cfg.size, cfg.scale
+    n_target = rng.poisson(cfg.density * size * size / k**2)
+    centres = _spread_points(rng, n_target, size, cfg.min_distance * k, 4 * k)
     n_target = len(centres)
     n_clutter = rng.poisson(cfg.clutter_ratio * max(n_target, 1))
     kind = rng.integers(0, 4, n_clutter)  # 0 elongated, 1 ring, 2 debris, 3 faint blob
@@ -129,8 +135,11 @@ def simulate_image(
     angle = rng.uniform(0, np.pi, n_target + n_clutter)
 
     image = np.zeros((size, size))
-    _render(image, np.concatenate([centres, clutter]), radius, aspect, angle, amplitude, ring)
-    texture = ndimage.gaussian_filter(rng.standard_normal((size, size)), 1.0)
+    stamp_side = 2 * round(STAMP // 2 * max(k, 1.0)) + 1
+    _render(image, np.concatenate([centres, clutter]), radius * k, aspect, angle, amplitude, ring,
+            stamp_side)
+    # std of white noise filtered at sigma is ∝ 1/sigma: × k keeps the contrast of scale 1
+    texture = k * ndimage.gaussian_filter(rng.standard_normal((size, size)), k)
     image *= 1.0 + 0.4 * texture
     yy, xx = np.mgrid[0:size, 0:size] / size
     slope = rng.uniform(-0.2, 0.2, 2)

@@ -90,18 +90,21 @@ def make_truth(shape: tuple[int, int], channels: int, n_filaments: int, n_dots: 
 
 
 def forward_model(x: np.ndarray, psf: np.ndarray) -> np.ndarray:
-    """Clean observation a_t ∗ x of eq. (3): (c, H, W) -> (c, H−a+1, W−b+1), float32."""
+    """Clean observation a_t ∗ x of eq. (3) for a PSF in the convolution convention (the image
+    of a point source; its correlation kernel φ is the PSF flipped):
+    (c, H, W) -> (c, H−a+1, W−b+1), float32."""
     import torch
 
-    from ..operators.spod import SPoDConv
+    from ..operators.spod import SPoDConv, psf_kernel
 
-    op = SPoDConv.from_psf(torch.from_numpy(psf).double(), x.shape[0])
+    op = SPoDConv.from_psf(psf_kernel(torch.from_numpy(psf).double()), x.shape[0])
     with torch.no_grad():
         return op(torch.from_numpy(x).double()[None])[0].float().numpy()
 
 
 def simulate(config: SPoDSimConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """One stack: {'observation' (c, S, S), 'psf' (P, P), 'truth' (c, S+P−1, S+P−1)}, float32."""
+    """One stack: {'observation' (c, S, S), 'psf' (P, P), 'truth' (c, S+P−1, S+P−1)}, float32;
+    'psf' is the image of a point source (convolution convention, as a bead measurement)."""
     if config.size < 1 or config.channels < 2 or config.psf_size < 1:
         raise ValueError("size >= 1, channels >= 2 and psf_size >= 1 are required")
     rng = np.random.default_rng(seed)

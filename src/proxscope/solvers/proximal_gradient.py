@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,9 @@ from ..prox import penalty_of, soft_threshold
 @dataclass
 class SolverResult:
     """x: solution (B, ...); objective: (n_iter, B) objective after each iteration (empty when
-    not tracked); time: elapsed seconds after each iteration; step: final step per sample (B,)."""
+    not tracked); time: elapsed seconds after each iteration; n_iter: iterations of the longest
+    sample; converged: every sample met the tolerance; step: final step per sample (B,);
+    sample_iters: iterations of each sample (B,)."""
 
     x: torch.Tensor
     objective: torch.Tensor
@@ -29,6 +32,7 @@ class SolverResult:
     n_iter: int = 0
     converged: bool = False
     step: torch.Tensor | None = None
+    sample_iters: torch.Tensor | None = None
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -77,6 +81,23 @@ def momentum_schedule(rule: str, n: int) -> list[float]:
     raise ValueError(f"momentum must be 'none', 'fista' or 'nesterov', got {rule!r}")
 
 
+def _check_dtype(op: LinearOperator, y: torch.Tensor) -> None:
+    """One clear error for y in another float type than the operator's weights."""
+    p = next(iter(op.parameters()), None)
+    if p is not None and p.is_floating_point() and y.dtype != p.dtype:
+        raise TypeError(f"y is {y.dtype} but the operator's weights are {p.dtype}: convert one "
+                        f"(y.to({p.dtype}) or op.to({y.dtype}))")
+
+
+def _check_step(op: LinearOperator, step: float, in_shape: tuple[int, ...]) -> None:
+    """A warning for a constant step above 1/L (ISTA/FISTA may diverge)."""
+    limit = 1.0 / op.lipschitz(in_shape)
+    if step > limit * (1 + 1e-6):
+        warnings.warn(f"step {step:.6g} is above 1/L = {limit:.6g} (L = ||A||²): the iteration "
+                      f"may diverge; use step <= 1/L or line_search=True", RuntimeWarning,
+                      stacklevel=4)
+
+
 def proximal_gradient(
     op: LinearOperator,
     y: torch.Tensor,
@@ -102,29 +123,35 @@ def proximal_gradient(
     with β_k from :func:`momentum_schedule` ('none': ISTA, 'fista', 'nesterov': APG).
     Constant step 1/L with L = ||A||² unless ``line_search``: then backtracking per sample,
     L ← eta·L until F(x) <= f(z) + <∇f(z), x − z> + L/2·||x − z||² (Beck & Teboulle, 2009),
-    up to a rounding slack of 64·eps(dtype)·0.5·||y||².
+    up to a rounding slack of 64·eps(dtype)·0.5·||y||², from ``step`` or (None) from a
+    Rayleigh quotient of A^T A at a seeded random vector, the same for every sample.
 
-    Stops after ``n_iter`` iterations or when max over the batch of ||x_k − x_{k−1}||/||x_k||
-    falls below ``tol``. ``lam`` may be a float or a (B,) tensor. ``callback(k, x_k)``, if
-    given, is called after every iteration (e.g. to score intermediate iterates).
+    Each sample stops on its own when ||x_k − x_{k−1}||/||x_k|| < ``tol`` (it is then left as it
+    is, so a sample's result does not depend on the others in the batch), all of them after
+    ``n_iter`` iterations; ``SolverResult.n_iter`` is the largest count, ``sample_iters`` each
+    sample's. ``lam`` may be a float or a (B,) tensor. ``callback(k, x_k)``, if given, is called
+    after every iteration (e.g. to score intermediate iterates). y must have the float type of
+    the operator's weights (TypeError otherwise); a constant ``step`` above 1/L warns.
 
     Seed: spodnet-lista-spod-microscopy.txt eqs. (6)-(7) (ISTA step and threshold);
     spotnet-fluorospot-learned-iterations.txt eq. (2) and Fig. 2 (APG).
     """
     betas = momentum_schedule(momentum, n_iter)
     penalty = penalty or penalty_of(prox)
+    _check_dtype(op, y)
     x = torch.zeros_like(op.adjoint(y)) if x0 is None else x0.clone()
     batch = x.shape[0]
+    in_shape = tuple(x.shape[1:])
+    if step is not None and not line_search:
+        _check_step(op, step, in_shape)
     lam_t = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand(batch).clone()
-    if line_search:
-        if step is None:
-            v = torch.randn_like(x)
-            lip0 = op.normal(v).flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1)
-            lipschitz = lip0.clamp_min(1e-12)
-        else:
-            lipschitz = torch.full((batch,), 1.0 / step, dtype=x.dtype, device=x.device)
+    if line_search and step is None:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        v = torch.randn((1, *in_shape), generator=gen, dtype=torch.float64).to(x)
+        lip0 = float(op.normal(v).norm() / v.norm())
+        lipschitz = torch.full((batch,), max(lip0, 1e-12), dtype=x.dtype, device=x.device)
     else:
-        step = step if step is not None else 1.0 / op.lipschitz(tuple(x.shape[1:]))
+        step = step if step is not None else 1.0 / op.lipschitz(in_shape)
         lipschitz = torch.full((batch,), 1.0 / step, dtype=x.dtype, device=x.device)
 
     # Rounding slack of the backtracking test: near the solution both sides agree to the
@@ -134,41 +161,52 @@ def proximal_gradient(
     z = x
     objectives: list[torch.Tensor] = []
     times: list[float] = []
-    converged = False
+    iters = torch.zeros(batch, dtype=torch.long)
+    active = torch.ones(batch, dtype=torch.bool)
     start = time.perf_counter()
     k = 0
     for k in range(1, n_iter + 1):
-        residual = op(z) - y
+        idx = active.nonzero()[:, 0] if not bool(active.all()) else None
+        zs, xs, ys, lam_s, lip, slack_s = (t if idx is None else t[idx.to(t.device)]
+                                           for t in (z, x, y, lam_t, lipschitz, slack))
+        residual = op(zs) - ys
         grad = op.adjoint(residual)
         while True:
-            inv_l = _bcast(1.0 / lipschitz, x)
-            x_new = prox(z - inv_l * grad, _bcast(lam_t, x) * inv_l)
+            inv_l = _bcast(1.0 / lip, xs)
+            x_new = prox(zs - inv_l * grad, _bcast(lam_s, xs) * inv_l)
             if not line_search:
                 break
-            d = x_new - z
+            d = x_new - zs
             upper = (
                 0.5 * _per_sample_dot(residual, residual)
                 + _per_sample_dot(grad, d)
-                + 0.5 * lipschitz * _per_sample_dot(d, d)
+                + 0.5 * lip * _per_sample_dot(d, d)
             )
-            ok = data_fidelity(op, x_new, y) <= upper + slack
+            ok = data_fidelity(op, x_new, ys) <= upper + slack_s
             if bool(ok.all()):
                 break
-            lipschitz = torch.where(ok, lipschitz, lipschitz * eta)
+            lip = torch.where(ok, lip, lip * eta)
         beta = betas[k - 1]
-        change = (x_new - x).flatten(1).norm(dim=1) / x_new.flatten(1).norm(dim=1).clamp_min(1e-30)
-        z = x_new + beta * (x_new - x) if beta else x_new
-        x = x_new
+        change = (x_new - xs).flatten(1).norm(dim=1) / x_new.flatten(1).norm(dim=1).clamp_min(1e-30)
+        z_new = x_new + beta * (x_new - xs) if beta else x_new
+        if idx is None:
+            x, z, lipschitz = x_new, z_new, lip
+        else:
+            dev_idx = idx.to(x.device)
+            x, z = x.index_copy(0, dev_idx, x_new), z.index_copy(0, dev_idx, z_new)
+            lipschitz = lipschitz.index_copy(0, dev_idx, lip)
+        ran = active.nonzero()[:, 0]
+        iters[ran] = k
+        active[ran[(change < tol).cpu()]] = False
         if track:
             objectives.append(lasso_objective(op, x, y, lam_t, penalty).detach())
         times.append(time.perf_counter() - start)
         if callback is not None:
             callback(k, x)
-        if float(change.max()) < tol:
-            converged = True
+        if not bool(active.any()):
             break
     objective = torch.stack(objectives) if objectives else torch.empty(0, batch)
-    return SolverResult(x, objective, times, k, converged, 1.0 / lipschitz)
+    return SolverResult(x, objective, times, k, not bool(active.any()), 1.0 / lipschitz, iters)
 
 
 def ista(op, y, lam, prox=soft_threshold, **kwargs) -> SolverResult:

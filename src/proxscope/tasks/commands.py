@@ -138,23 +138,27 @@ def _predict_command(task: Task) -> click.Command:
         several = len(images) > 1 or not Path(inputs).is_file()
         if several and Path(kwargs["out"]).suffix.lower() in IMAGE_SUFFIXES | {".csv", ".json"}:
             raise UserError(f"--out {kwargs['out']}: several images need an output folder, not a file")
+        _check_model(task, kwargs["model"])
         kwargs = _prepare(kwargs, out_is_dir=True if several or not task.predict_suffix else None)
         out, quiet = kwargs.pop("out"), kwargs["quiet"]
         run = task.predictor(**kwargs)
-        if not several:
-            _echo(run(images[0], out), quiet)
-            return
         from tqdm import tqdm
 
-        rows, failed = [], 0
-        for image, name in tqdm(list(zip(images, _output_names(images, inputs), strict=True)),
-                                desc=f"{task.name} predict", disable=quiet, unit="image"):
-            label = image.name if name == image.stem else name  # the file, or its folder
-            try:  # a bad image in a folder is reported, the others are still predicted
-                rows.append({"image": label} | run(image, out / f"{name}{task.predict_suffix}"))
-            except UserError as exc:
-                failed += 1
-                rows.append({"image": label, "error": str(exc)})
+        from ..data.tiling import tile_progress
+
+        with tile_progress(None if quiet else f"{task.name} predict (tiles)"):
+            if not several:
+                _echo(run(images[0], out), quiet)
+                return
+            rows, failed = [], 0
+            for image, name in tqdm(list(zip(images, _output_names(images, inputs), strict=True)),
+                                    desc=f"{task.name} predict", disable=quiet, unit="image"):
+                label = image.name if name == image.stem else name  # the file, or its folder
+                try:  # a bad image in a folder is reported, the others are still predicted
+                    rows.append({"image": label} | run(image, out / f"{name}{task.predict_suffix}"))
+                except UserError as exc:
+                    failed += 1
+                    rows.append({"image": label, "error": str(exc)})
         write_table(out / task.summary_name, rows)
         if failed:
             raise UserError(f"{failed} of {len(rows)} images could not be predicted "
@@ -196,6 +200,18 @@ def _output_names(images: list[Path], spec: str) -> list[str]:
         if len(set(names)) == len(names):
             return names
     return [f"{i:05d}_{p.stem}" for i, p in enumerate(images)]
+
+
+def _check_model(task: Task, model: str) -> None:
+    """``--model``: one of the task's bundled models or an existing checkpoint file; otherwise
+    one line listing this task's models (not every task's)."""
+    from ..errors import UserError
+
+    if model in task.models or Path(model).is_file():
+        return
+    what = "a folder" if Path(model).is_dir() else "not a file"
+    raise UserError(f"unknown model '{model}' for {task.name}: {what}, and not one of "
+                    f"{', '.join(task.models)} (or give a checkpoint from '{task.name} train')")
 
 
 def _existing(path: str, option: str) -> Path:

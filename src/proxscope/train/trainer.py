@@ -161,11 +161,38 @@ class Trainer:
             "history": self.history,
             "optimizer": optim_meta,
             "train_config": asdict(self.config),
+            "task": self.extra.get("task"),
         }
         save_checkpoint(self.resume_path, self.model, extra=meta, tensors=tensors)
 
+    def _check_resume_matches(self, ckpt) -> None:
+        """One line naming how a resume file differs from this run: another model class (e.g.
+        the resume file of another task), another task, or other config values."""
+        import dataclasses
+
+        name = self.resume_path
+        here = f"{type(self.model).__module__}:{type(self.model).__qualname__}"
+        theirs = ckpt.extra.get("task")
+        task = f" (task {theirs})" if theirs else ""
+        if ckpt.model_class != here:
+            raise UserError(f"{name}: resume file of a {ckpt.model_class.rpartition(':')[2]}"
+                            f"{task}, this run trains a {type(self.model).__name__}; delete it or "
+                            f"choose another --out")
+        if theirs and self.extra.get("task") not in (None, theirs):
+            raise UserError(f"{name}: resume file of task {theirs}, this run is task "
+                            f"{self.extra['task']}; delete it or choose another --out")
+        config = getattr(self.model, "config", None)
+        if dataclasses.is_dataclass(config):
+            ours = dataclasses.asdict(config)
+            diff = [k for k in ours if k in ckpt.config and ckpt.config[k] != ours[k]]
+            if diff:
+                shown = ", ".join(f"{k} {ckpt.config[k]!r} (now {ours[k]!r})" for k in diff[:3])
+                raise UserError(f"{name}: resume file of a {type(self.model).__name__} with "
+                                f"{shown}; rerun with its settings or delete it")
+
     def _load_resume(self) -> None:
         ckpt = read_checkpoint(self.resume_path, device=self.device)
+        self._check_resume_matches(ckpt)
         try:
             self.model.load_state_dict(ckpt.model_state())
             self.optimizer.load_state_dict(

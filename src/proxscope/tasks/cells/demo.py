@@ -38,7 +38,7 @@ def _encoding_figure(path: Path, model, image: np.ndarray, truth: np.ndarray) ->
     import matplotlib.pyplot as plt
 
     c = model.config
-    patch = prepare(image, 0)[:, : c.patch, : c.patch]
+    patch = prepare(image, 0)[0][:, : c.patch, : c.patch]
     local = truth[(truth < c.patch - 0.5).all(1)]
     a = encode_patches(model.lines, [local])
     codes, _ = model.split(model(torch.from_numpy(np.ascontiguousarray(patch))[None]))

@@ -16,6 +16,10 @@ from ..base import DemoResult, Task
 
 RADIUS = 4.0  # match radius rho (pixels): the smallest simulated target radius is 3.5 px
 POSITIVE = click.FloatRange(min=0, min_open=True)
+#: what the bundled model was trained on (``--help``, README, checkpoint ``trained_on``)
+BUNDLED = ("ECNNCS-2 trained on simulated grey fluorescence-like images (proxscope.sim.cells): "
+           "target nuclei of radius 3.5-6 px (diameter about 11 px) among lookalike clutter, "
+           "1 channel")
 
 #: the task's own options per verb (the shared ones come from the CLI builder)
 OPTIONS = {
@@ -30,11 +34,20 @@ OPTIONS = {
                      help="Folder of NAME.csv (y,x), one per image."),
         click.option("--patch", default=64, show_default=True, type=click.IntRange(16),
                      help="Training patch side, a multiple of 8."),
+        click.option("--diameter", type=POSITIVE,
+                     help="Object diameter (pixels) in these images; default: estimated from "
+                          "the annotations. Images are resampled so objects are 10.8 px across."),
         click.option("--bandwidth", default=4.0, show_default=True, type=POSITIVE,
-                     help="Mean-shift bandwidth (pixels), about the cell radius."),
+                     help="Mean-shift bandwidth (pixels at the model's scale, 10.8 px objects)."),
         click.option("--val-images", type=click.Path(),
                      help="Validation images (default: the training images)."),
         click.option("--val-points", type=click.Path(), help="Validation points folder."),
+    ],
+    "predict": [
+        click.option("--diameter", type=POSITIVE,
+                     help="Object diameter (pixels) in the images: resampled to the model's "
+                          "object size. Default: the size the model was trained on (the "
+                          "bundled model: 10.8 px)."),
     ],
     "evaluate": [
         click.option("--radius", default=RADIUS, show_default=True, type=POSITIVE,
@@ -78,15 +91,20 @@ class CellsTask(Task):
 
     def train(self, out: Path, *, model: str, steps: int, lr: float, batch_size: int, seed: int,
               device: str | None, resume: bool, quiet: bool, images: str, points: str,
-              patch: int, bandwidth: float, val_images: str | None,
+              patch: int, diameter: float | None, bandwidth: float, val_images: str | None,
               val_points: str | None) -> dict:
         """Train a detector on annotated images (IMAGES/NAME.tif with POINTS/NAME.csv).
 
+        Object size: --diameter, or estimated from the images at the annotated centres
+        (scale-space Laplacian of Gaussian); every image is resampled so objects are 10.8 px
+        across (the network's scale), and the size is stored in the checkpoint: `cells
+        predict` resamples new images the same way (override with its --diameter).
+
         One step is one batch of --batch-size random patches (random 90° turns and flips). The
         old --epochs E is E·max(pixels/patch², batch)/batch steps: the default 1200 steps are
-        the bundled model's recipe, 100 passes over 12 images of 256². The vote threshold of
-        the decoding is then tuned for the best F1 on the validation images (matches within
-        --bandwidth pixels) and stored in the checkpoint.
+        the bundled model's recipe, 100 passes over 12 images of 256². The checkpoint kept is
+        the one with the best F1 on the validation images (matches within 4 px at the model's
+        scale), with the decoding's vote threshold tuned for it.
 
         \b
         Examples:
@@ -97,37 +115,53 @@ class CellsTask(Task):
         """
         from ...errors import UserError
         from ...models.cnncs import CNNCSConfig
-        from .train import load_annotated, train
+        from .train import estimate_diameter, load_annotated, to_model_scale, train
 
         if patch % 8:
             raise UserError(f"--patch must be a multiple of 8, got {patch}")
         if bool(val_images) != bool(val_points):
             raise UserError("give both --val-images and --val-points, or neither")
-        data = load_annotated(images, points, patch)
-        val = load_annotated(val_images, val_points, patch) if val_images else None
-        _, extra = train(data, out, model, CNNCSConfig(patch=patch, bandwidth=bandwidth),
-                         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                         quiet=quiet, resume=resume, val_data=val, radius=bandwidth)
-        return {"checkpoint": str(out), "steps": steps, "val_f1": extra["val_f1"]} | extra["detection"]
+        raw = load_annotated(images, points)
+        channels = raw[0]["channels"]
+        diameter = diameter or estimate_diameter(raw, channels)
+        config = CNNCSConfig(patch=patch, bandwidth=bandwidth)
+        data = to_model_scale(raw, config, diameter)
+        val = to_model_scale(load_annotated(val_images, val_points), config, diameter) if val_images else None
+        _, extra = train(data, out, model, config, steps=steps, batch_size=batch_size, lr=lr,
+                         seed=seed, device=device, quiet=quiet, resume=resume, val_data=val,
+                         data_diameter=diameter)
+        return {"checkpoint": str(out), "steps": steps, "val_f1": extra["val_f1"],
+                "diameter": diameter} | extra["detection"]
 
-    def predictor(self, *, model: str, device: str | None, seed: int, quiet: bool):
+    def predictor(self, *, model: str, device: str | None, seed: int, quiet: bool,
+                  diameter: float | None):
         """Detect cell centres in images of any size (processed in overlapping tiles); writes
         points CSV (y,x,score) per image: OUT, or OUT/<image name>.csv and OUT/summary.csv for
         several images.
+
+        Object size: the bundled model was trained on simulated grey images with nuclei of
+        radius 3.5-6 px (diameter about 11 px); for other sizes give --diameter (pixels),
+        e.g. --diameter 24 for nuclei of radius 12 px: the image is resampled to the model's
+        size and the points mapped back. A model trained with `cells train` resamples to the
+        size of its training objects by default.
 
         \b
         Examples:
           proxscope cells predict data/cells/images/cells_0000.tif --out points.csv
           proxscope cells predict data/cells/images --model cells.safetensors --out pred
           proxscope cells predict 'data/cells/images/*.tif' --out pred
+          proxscope cells predict nuclei.tif --diameter 24 --out points.csv
         """
         from ...data.io import read_image, write_points
-        from .detect import detect, load_detector
+        from .detect import DATA_DIAMETER_KEY, detect, load_detector, model_diameter
 
-        net, vote_threshold, _ = load_detector(model, device)
+        net, vote_threshold, extra = load_detector(model, device)
+        trained = model_diameter(net, extra)
+        diameter = diameter or extra.get(DATA_DIAMETER_KEY)
 
         def run(image: Path, out: Path) -> dict:
-            points, scores = detect(net, read_image(image), vote_threshold, source=str(image))
+            points, scores = detect(net, read_image(image), vote_threshold, str(image), diameter,
+                                    trained)
             write_points(out, points, {"score": scores})
             return {"cells": len(points)}
 

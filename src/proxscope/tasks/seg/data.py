@@ -61,3 +61,17 @@ def load_pairs(images: str | Path, masks_dir: str | Path) -> tuple[list[np.ndarr
     if len({im.shape[0] for im in image_list}) > 1:
         raise UserError(f"{images}: images mix grayscale and RGB; convert them to one kind")
     return image_list, mask_list
+
+
+def object_diameter(masks: list[np.ndarray]) -> float | None:
+    """Median equivalent diameter 2·sqrt(area/pi) (px) of the objects in label maps: the
+    connected regions of non-background pixels (all classes > 0 together, 8-connected).
+    None when no mask holds an object. Recorded in the checkpoint so ``predict --diameter``
+    can resample images to the object size the net was trained on."""
+    from scipy import ndimage
+
+    areas = []
+    for mask in masks:
+        labels, n = ndimage.label(np.asarray(mask) > 0, np.ones((3, 3), bool))
+        areas.extend(np.bincount(labels.ravel())[1:].tolist() if n else [])
+    return float(np.median(2 * np.sqrt(np.array(areas) / np.pi))) if areas else None

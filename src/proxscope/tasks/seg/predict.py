@@ -1,8 +1,11 @@
 """``seg predict``: class probabilities and a label mask for images of any size.
 
-The net's logits are computed tile by tile (core ``tiled_apply``, overlap larger than the
-receptive field of the compact nets), then the (TV-)softmax runs on the whole logit map, so the
-TV iterations see no tile seams.
+The image is padded by reflection by the net's ``margin`` (its receptive radius, rounded up to
+the pooling grid) so no output pixel sees the zero padding of the convolutions (which labelled a
+band along a blank image's right edge as nucleus). The net's logits are computed tile by tile
+(core ``tiled_apply``: tiles on the pooling grid, overlap = margin), equal to one pass to float
+rounding; then the (TV-)softmax runs on the whole logit map, so the TV iterations see no tile
+seams.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...checkpoint import trained_diameter
 from ...data.io import read_image, write_image
 from ...data.tiling import tiled_apply
-from ...data.transforms import prepare_image
+from ...data.transforms import prepare_image, rescale_to_diameter, resize
 from ...errors import UserError
 from ...models import load
 from ...models.segmentation import SegmentationNet
@@ -41,12 +45,12 @@ def segment(
     tv_iters: int | None = None,
     post_tv_lam: float | None = None,
     tile: int = 512,
-    overlap: int = 64,
 ) -> np.ndarray:
     """Normalised image (C, H, W) -> class probabilities (n_classes, H, W) float32.
 
     ``tv_iters``: TV iterations at test time (default: the model's n_iter_eval);
-    ``post_tv_lam``: post-TV baseline for a plain net (TV softmax with this fixed lam)."""
+    ``post_tv_lam``: post-TV baseline for a plain net (TV softmax with this fixed lam);
+    ``tile``: largest tile side of the padded image (memory); the result does not depend on it."""
     if image.shape[0] != model.config.in_channels:
         kinds = {1: "grayscale", 3: "RGB"}
         raise UserError(
@@ -56,9 +60,11 @@ def segment(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    logits = tiled_apply(model.logits, x, tile=tile, overlap=overlap)
-    probs = model.activate(logits, tv_iters, post_tv_lam)
+    m, (h, w) = model.margin, image.shape[1:]
+    padded = np.pad(image, ((0, 0), (m, m), (m, m)), mode="reflect")
+    x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
+    logits = tiled_apply(model.logits, x, tile=tile, overlap=m, align=2**model.config.depth)
+    probs = model.activate(logits[..., m : m + h, m : m + w], tv_iters, post_tv_lam)
     model.train(was_training)
     return probs[0].float().cpu().numpy()
 
@@ -81,21 +87,31 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) ->
 def make_predictor(
     model_name: str, device: str | None = None, tv_iters: int | None = None,
     post_tv_lam: float | None = None, probs: bool = False, overlay: bool = False,
+    diameter: float | None = None,
 ):
     """Load the model once; returns ``run(image_path, out) -> summary`` that writes the uint8
     label mask ``out`` (.tif/.tiff/.png) and, when asked, the float32 probabilities (C, H, W)
     at ``out`` with suffix .probs.tif and the PNG overlay with suffix .overlay.png.
-    Raises :class:`UserError` for ``post_tv_lam`` with a TV-softmax net or another suffix."""
-    net = load_model(model_name, device)
+    ``diameter``: object diameter (px) in the images; each image is resampled so its objects
+    get the diameter the model was trained on (checkpoint ``object_diameter_px``), segmented,
+    and its probabilities resampled back to the image's size. Raises :class:`UserError` for
+    ``post_tv_lam`` with a TV-softmax net, ``diameter`` with a model that does not record its
+    object size, or another output suffix."""
+    net, extra = load(model_name, device=resolve_device(device), expected=SegmentationNet)
     if post_tv_lam is not None and net.tv is not None:
         raise UserError("--post-tv-lam is for plain nets (unet, segnet); this model has a TV softmax")
+    trained = trained_diameter(extra)
+    if diameter is not None and trained is None:
+        raise UserError(f"--diameter: model {model_name} does not record the object size it was "
+                        f"trained on (checkpoints from 'seg train' of this version do)")
 
     def run(image_path: Path, out: Path) -> dict:
         if out.suffix.lower() not in MASK_SUFFIXES:
             raise UserError(f"{out}: output must end with {' or '.join(MASK_SUFFIXES)}")
         image = prepare_image(read_image(image_path), channels=(net.config.in_channels,),
                               source=str(image_path))
-        p = segment(net, image, tv_iters, post_tv_lam)
+        scaled, _ = rescale_to_diameter(image, diameter, trained, source=str(image_path))
+        p = resize(segment(net, scaled, tv_iters, post_tv_lam), image.shape[1:])
         labels = p.argmax(0).astype(np.uint8)
         if probs:
             write_image(out.with_suffix(".probs.tif"), p)

@@ -64,6 +64,10 @@ class SegTask(Task):
                     help="Also write class probabilities (C, H, W) float32 as MASK.probs.tif."),
                 opt("--overlay", is_flag=True,
                     help="Also write the mask over the image as MASK.overlay.png."),
+                opt("--diameter", default=None, type=click.FloatRange(0, min_open=True),
+                    help="Object diameter (px) in your images; they are resampled so objects get "
+                         "the size the model was trained on (bundled: white blood cells of "
+                         "60 px) and the masks mapped back. Default: no resampling."),
             ],
         }.get(verb, [])
 
@@ -118,20 +122,28 @@ class SegTask(Task):
         return summary
 
     def predictor(self, *, model: str, device: str | None, seed: int, quiet: bool,
-                  tv_iters: int | None, post_tv_lam: float | None, probs: bool, overlay: bool):
+                  tv_iters: int | None, post_tv_lam: float | None, probs: bool, overlay: bool,
+                  diameter: float | None):
         """Segment images (grey or RGB, any size; tiled) into uint8 class-id masks (.tif or
         .png). --probs / --overlay also write MASK.probs.tif and MASK.overlay.png beside each
         mask (for OUT/cell.tif: OUT/cell.probs.tif, OUT/cell.overlay.png). Several images give
         OUT/<image name>.tif and OUT/summary.csv.
 
+        Bundled models (unet, runet): trained on simulated brightfield blood-smear phantoms
+        only (RGB, 40 images of 128x128 px, clean): one white blood cell (median diameter
+        60 px) among red cells; classes 0 background (red cells included), 1 cytoplasm,
+        2 nucleus. On other images (e.g. fluorescence nuclei) they are not meant to work: train
+        your own with 'seg train'; --diameter rescales for another object size.
+
         \b
         Examples:
           proxscope seg predict cell.png --out mask.tif --overlay
+          proxscope seg predict big-smear.tif --diameter 120 --out mask.tif
           proxscope seg predict data/wbc-noisy/images --model unet --post-tv-lam 1 --out masks-post
           proxscope seg predict 'data/wbc/images/*.tif' --probs --tv-iters 50 --out masks"""
         from .predict import make_predictor
 
-        return make_predictor(model, device, tv_iters, post_tv_lam, probs, overlay)
+        return make_predictor(model, device, tv_iters, post_tv_lam, probs, overlay, diameter)
 
     def evaluate(self, pred: Path, truth: Path, **opts) -> dict:
         """Accuracy, mIoU, per-class IoU, RE (regularization effect, seed eq. 4.1) and the

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...checkpoint import DIAMETER_KEY
 from ...data.transforms import percentile_normalize, random_crop_rot_flip
 from ...errors import UserError
 from ...metrics.segmentation import mean_iou
 from ...models.segmentation import build
 from ...sim.segmentation import add_noise
 from ...train.trainer import TrainConfig, Trainer
+from .data import object_diameter
 from .predict import load_model, segment
 
 TRAIN_NOISE = (("gaussian", 0.05), ("salt_pepper", 0.01))
@@ -80,7 +82,8 @@ def fit_segmentation(
     label maps (H, W) with Adam (``lr``) for ``steps`` steps on ``batch_size`` crops of ``patch``
     pixels; ``lam``: initial TV weight; ``base_channels``, ``depth``: net size (:class:`SegConfig`);
     ``noisy_fraction``: see :func:`add_training_noise`; ``val_fraction``: images held out to pick
-    the best checkpoint, written to ``out`` with ``extra`` metadata. Returns (best model in eval
+    the best checkpoint, written to ``out`` with ``extra`` metadata and the training masks'
+    median object diameter (:func:`~.data.object_diameter`). Returns (best model in eval
     mode, history). Raises :class:`UserError` when the masks hold a single class."""
     n_classes = int(max(m.max() for m in masks)) + 1
     if n_classes < 2:
@@ -113,6 +116,7 @@ def fit_segmentation(
         "train_images": len(train_idx),
         "val_images": len(val_idx),
         "noisy_fraction": noisy_fraction,
+        DIAMETER_KEY: object_diameter(train_masks),
         **(extra or {}),
     }
     trainer = Trainer(

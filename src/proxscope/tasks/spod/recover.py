@@ -6,7 +6,8 @@ is A·L(Y, x), so they minimise eq. (5) exactly and their objective history divi
 L(Y, x) (see :func:`proxscope.operators.spod.core_lam`). ``recover_stack`` prepares a raw stack
 (preprocessing + scale s, :mod:`.data`), recovers x and returns it in the stack's intensity
 units (x·s) with L(Y/s, x/s): the objective on the normalised stack, comparable between
-acquisitions and methods.
+acquisitions and methods. Without a λ, the solvers use the noise rule
+(:func:`~proxscope.operators.spod.noise_lam`) of each stack, a network its training λ.
 
 Seed: spodnet-lista-spod-microscopy.txt eq. (5) (objective), eqs. (6)-(7) (ISTA), Sec. 5.2
 (FISTA with line search as the baseline).
@@ -22,7 +23,14 @@ import torch
 
 from ...data.tiling import tiled_apply
 from ...errors import UserError
-from ...operators.spod import SPoDConv, core_lam, normalisation, spod_objective
+from ...operators.spod import (
+    SPoDConv,
+    core_lam,
+    lam_max,
+    noise_lam,
+    normalisation,
+    spod_objective,
+)
 from ...prox import nonneg_soft_threshold
 from ...solvers import SolverResult, proximal_gradient
 from .data import prepare
@@ -39,18 +47,23 @@ def solve(
     tol: float = 0.0,
     line_search: bool = True,
     track: bool = True,
+    callback=None,
 ) -> SolverResult:
     """Minimise L(Y, x) of eq. (5) for y (B, c, H, W): FISTA (with backtracking line search by
-    default, the seed's baseline) or ISTA (constant step 1/||A||² unless ``line_search``).
-    The returned ``objective`` (n_iter, B) is L(Y, x) itself (the core objective / A)."""
+    default, the seed's baseline) or ISTA (constant step 1/L, L the closed-form bound of
+    :meth:`SPoDConv.lipschitz`, unless ``line_search``).
+    The returned ``objective`` (n_iter, B) is L(Y, x) itself (the core objective / A);
+    ``callback(k, x_k)`` as in :func:`~proxscope.solvers.proximal_gradient`."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     a, b = op.kernel_shape
     x_shape = (op.channels, y.shape[-2] + a - 1, y.shape[-1] + b - 1)
     big_a, _ = normalisation(x_shape, op.channels, (a, b))
+    step = None if line_search else 1.0 / op.lipschitz(x_shape, bound=True)
     result = proximal_gradient(
         op, y, core_lam(lam, x_shape, op.channels, (a, b)), nonneg_soft_threshold,
-        n_iter=n_iter, tol=tol, momentum=METHODS[method], line_search=line_search, track=track,
+        n_iter=n_iter, tol=tol, step=step, momentum=METHODS[method], line_search=line_search,
+        track=track, callback=callback,
     )
     result.objective = result.objective / big_a
     return result
@@ -84,12 +97,14 @@ def predict_model(model, y: torch.Tensor, tile: int = 512, overlap: int | None =
 
 @dataclass
 class Recovery:
-    """x: (c, H+a−1, W+b−1) float32 in the stack's units; objective: L(Y/s, x/s) (eq. 5);
-    seconds: recovery wall time (without reading/preprocessing); n_iter: solver iterations
-    or network layers."""
+    """x: (c, H+a−1, W+b−1) float32 in the stack's units; objective: L(Y/s, x/s) (eq. 5) at
+    ``lam``; lam_ratio: λ / λ_max (λ_max: the smallest λ with x = 0 optimal); seconds: recovery
+    wall time (without reading/preprocessing); n_iter: solver iterations or network layers."""
 
     x: np.ndarray
     objective: float
+    lam: float
+    lam_ratio: float | None
     seconds: float
     n_iter: int
 
@@ -105,22 +120,32 @@ def check_model(model, stack: np.ndarray, psf: np.ndarray) -> None:
         raise UserError(f"the model expects a {model.config.psf_size} PSF, got {list(psf.shape)}")
 
 
+def _lam_ratio(lam: float, op: SPoDConv, y: torch.Tensor) -> float | None:
+    top = lam_max(op, y)
+    return lam / top if top > 0 else None
+
+
 def recover_stack(
     stack: np.ndarray,
     psf: np.ndarray,
-    lam: float,
+    lam: float | None = None,
     model=None,
     method: str = "fista",
     n_iter: int = 1000,
-    preprocessing: bool = True,
+    preprocessing: str = "background",
     device: str | torch.device = "cpu",
 ) -> Recovery:
-    """Recover one raw stack (c, H, W) with ``model`` (if given) or FISTA/ISTA (``method``)."""
+    """Recover one raw stack (c, H, W) with ``model`` (if given) or FISTA/ISTA (``method``);
+    ``psf``: the correlation kernel φ (a, b) (:func:`.data.read_psf`). ``lam`` None: the
+    model's λ (:meth:`SPoDNet.lam_for` this size), or for the solvers the noise rule of this
+    stack."""
     if model is not None:
         check_model(model, stack, psf)
     prepared = prepare(stack, preprocessing)
     y = torch.from_numpy(prepared.y)[None].to(device)
     op = SPoDConv.from_psf(torch.from_numpy(psf), stack.shape[0]).to(device)
+    if lam is None:
+        lam = model.lam_for(y.shape[-2:]) if model is not None else noise_lam(op, y, prepared.sigma)
     start = time.perf_counter()
     if model is not None:
         x, n_iter = predict_model(model, y), model.config.n_layers
@@ -132,41 +157,45 @@ def recover_stack(
     seconds = time.perf_counter() - start
     with torch.no_grad():
         objective = float(spod_objective(op, x, y, lam)[0])
-    return Recovery((x[0].cpu().numpy() * prepared.scale).astype(np.float32), objective, seconds,
-                    n_iter)
+    return Recovery((x[0].cpu().numpy() * prepared.scale).astype(np.float32), objective, lam,
+                    _lam_ratio(lam, op, y), seconds, n_iter)
 
 
 def evaluate_recovery(
     stack: np.ndarray,
     psf: np.ndarray,
     recovered: np.ndarray,
-    lam: float,
+    lam: float | None = None,
     truth: np.ndarray | None = None,
-    preprocessing: bool = True,
-) -> dict[str, float]:
-    """{'objective': L(Y/s, x/s), 'lam', 'nonzero_fraction', ['psnr_db' against ``truth``]};
-    one-line UserError when the recovered stack (or the truth) does not fit the stack and PSF,
-    or has negative values."""
-    from ...metrics import psnr
+    preprocessing: str = "background",
+) -> dict:
+    """{'objective': L(Y/s, x/s), 'lam', 'lam_over_lam_max', 'nonzero_fraction'} and, with a
+    ``truth``, the field-of-view fidelity scores of :func:`.metrics.fidelity`; ``lam`` None:
+    the noise rule. One-line UserError when the recovered stack (or the truth) does not fit
+    the stack and PSF, or has negative or non-finite values."""
+    from .metrics import fidelity
 
     a, b = psf.shape
     expected = (stack.shape[0], stack.shape[1] + a - 1, stack.shape[2] + b - 1)
-    if recovered.shape != expected:
-        raise UserError(
-            f"recovered image has shape {recovered.shape}; for this stack and PSF it must be "
-            f"{expected} (channels, H + PSF height − 1, W + PSF width − 1)"
-        )
-    if (recovered < 0).any():
-        raise UserError("recovered image has negative values; eq. (5) needs x >= 0")
+    for name, image in (("recovered image", recovered), ("truth", truth)):
+        if image is None:
+            continue
+        if image.shape != expected:
+            raise UserError(
+                f"{name} has shape {image.shape}; for this stack and PSF it must be "
+                f"{expected} (channels, H + PSF height − 1, W + PSF width − 1)"
+            )
+        if not np.isfinite(image).all() or (image < 0).any():
+            raise UserError(f"{name} has negative or non-finite values; eq. (5) needs x >= 0")
     prepared = prepare(stack, preprocessing)
     op = SPoDConv.from_psf(torch.from_numpy(psf), stack.shape[0])
+    y = torch.from_numpy(prepared.y)[None]
+    lam = noise_lam(op, y, prepared.sigma) if lam is None else lam
     x = torch.from_numpy(recovered.astype(np.float32) / prepared.scale)[None]
     with torch.no_grad():
-        objective = float(spod_objective(op, x, torch.from_numpy(prepared.y)[None], lam)[0])
-    metrics = {"objective": objective, "lam": lam,
+        objective = float(spod_objective(op, x, y, lam)[0])
+    metrics = {"objective": objective, "lam": lam, "lam_over_lam_max": _lam_ratio(lam, op, y),
                "nonzero_fraction": float((recovered > 0).mean())}
     if truth is not None:
-        if truth.shape != expected:
-            raise UserError(f"truth has shape {truth.shape}, expected {expected}")
-        metrics["psnr_db"] = psnr(recovered, truth)
+        metrics |= fidelity(recovered, truth, (a, b))
     return metrics

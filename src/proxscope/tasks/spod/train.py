@@ -18,10 +18,10 @@ import torch
 
 from ...errors import UserError
 from ...models.spodnet import SPoDNet
-from ...operators.spod import SPoDConv, spod_objective
+from ...operators.spod import NOISE_LAM_FACTOR, SPoDConv, lam_from_core, spod_objective
 from ...train import LayerwiseConfig, train_layerwise
 from ...utils import resolve_device
-from .data import random_crops
+from .data import Prepared, random_crops
 from .recover import solve
 
 LOSSES = ("unsupervised", "supervised")
@@ -40,6 +40,16 @@ class SpodTraining(LayerwiseConfig):
     loss: str = "unsupervised"
     fista_iters: int = 1000
     relaxed: bool = True
+
+
+def rule_lam(prepared: list[Prepared], kernel: np.ndarray, crop: int) -> tuple[float, float]:
+    """(λ of eq. (5) for crop-px tiles, λ_core) of the noise rule
+    (:func:`~proxscope.operators.spod.noise_lam`) with the median noise σ of the prepared
+    training stacks: the λ a network is trained for when none is given."""
+    channels, (a, b) = prepared[0].y.shape[0], kernel.shape
+    op = SPoDConv.from_psf(torch.from_numpy(kernel), channels)
+    lam_core = NOISE_LAM_FACTOR * float(np.median([p.sigma for p in prepared])) * op.column_norm()
+    return lam_from_core(lam_core, (channels, crop + a - 1, crop + b - 1), channels, (a, b)), lam_core
 
 
 def training_loss(net: SPoDNet, op, y: torch.Tensor, lam: float, n_layers: int,

@@ -4,10 +4,14 @@ Test set: simulated 512×512 images at noise level 3 with 250, 750 and 1250 cell
 group as in the paper; quick: 3 per group), never seen in training. Models trained on 1250-cell
 images only: quick mode uses the bundled weights (scripts/make_weights_spots.py: 7 training +
 3 validation images); full mode retrains both models on fresh images with ``FULL_STEPS`` steps.
-Per image: the MSE loss (3), the best F1 over thresholds (the paper's protocol) and the F1 at
-the threshold fixed on validation images, matching radius 3 px. APG (true 403×403 kernels,
-FFT) runs ``n_iter`` iterations on one 1250-cell image; its F1 is recorded along the way to
-find the time APG needs to reach SpotNet's F1 (the speed ratio, measured in the same run).
+Per image: the MSE loss (3) on the simulator's x scale (and as a fraction of the all-zero
+output's), the best F1 over thresholds (the paper's protocol) and the F1 at the threshold fixed
+on validation images, matching radius 3 px, and the error of the per-cell secretion profiles
+(relative L2 ||p̂ − p|| / ||p|| of each cell matched at the fixed threshold; p̂ = the 3×3 sum of
+the output around the detection, on the simulator's x scale; median over the image's cells).
+APG (true 403×403 kernels, FFT) runs ``n_iter`` iterations on one 1250-cell image; its F1 is
+recorded along the way to find the time APG needs to reach SpotNet's F1 (the speed ratio,
+measured in the same run).
 Seed: spotnet-fluorospot-learned-iterations.txt Sec. 4, Figs. 3-4.
 """
 
@@ -19,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import RADIUS, score_image
-from .predict import DETECT_SIGMA, detect, infer, load_model
+from .predict import DETECT_SIGMA, detect, infer, load_model, normalize, profiles
 
 GROUPS = (250, 750, 1250)
 TEST_SEED = 5000
 TRAIN_SEED = 2000
-FULL_STEPS = 8000  # SpotNet at lr 1e-4 collapsed to x = 0 after ~4,250 steps (benchmarks/spots.md)
+FULL_STEPS = 8000
 APG_ITER = {"quick": 200, "full": 1000}  # 10^4 iterations: ~3.9 h on one CPU thread
 APG_LAM = 10.0  # image units (0..255); chosen on a validation image, see benchmarks/spots.md
 
@@ -66,6 +70,26 @@ def _timed(model, image, device, repeats: int):
     outputs = []
     seconds = median_time(lambda: outputs.append(infer(model, image, device)), repeats)
     return outputs[-1], seconds
+
+
+def profile_errors(out: np.ndarray, gain: float, yx: np.ndarray, sample) -> np.ndarray:
+    """Relative L2 error of the profiles of the detections ``yx`` matched (RADIUS) to true
+    cells: ||p̂ − p||₂ / ||p||₂ with p̂ = :func:`profiles` of ``out`` (normalised units) / gain
+    and p = the cell's x (``sample.secretion``) -> (n_matched,)."""
+    from ...metrics import match_points
+
+    pairs = match_points(yx, sample.cells_yx, RADIUS).pairs
+    if len(pairs) == 0:
+        return np.zeros(0)
+    estimate = profiles(out, yx[pairs[:, 0]]) / gain
+    truth = sample.secretion[pairs[:, 1]]
+    return np.linalg.norm(estimate - truth, axis=1) / np.linalg.norm(truth, axis=1)
+
+
+def _median_or_none(values) -> float | None:
+    """Median of the values that are not None; None when there are none (valid JSON)."""
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
 
 
 def _iqr(values) -> float:
@@ -117,14 +141,21 @@ def run_bench(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> d
             image_seed = TEST_SEED + group * 100 + i
             sample = fs.simulate(config, np.random.default_rng(image_seed), kernels, operator)
             row = {"cells": group, "seed": image_seed}
+            image, gain = normalize(sample.image)
+            zero_loss = float(np.mean(sample.target.astype(np.float64) ** 2))
             for name, (model, detection) in models.items():
-                out, seconds = _timed(model, sample.image, device, repeats=1 if i else 3)
+                out, seconds = _timed(model, image, device, repeats=1 if i else 3)
                 yx, scores = detect(out, sigma=detection["sigma"])
                 scored = score_image(yx, scores, sample.cells_yx, detection["threshold"])
-                loss = float(secretion_loss(torch.from_numpy(out), torch.from_numpy(sample.target)))
-                row[name] = {"loss": loss, "best_f1": scored["best_f1"], "f1_fixed": scored["f1"],
+                loss = float(secretion_loss(torch.from_numpy(out / gain),
+                                            torch.from_numpy(sample.target)))
+                errors = profile_errors(out, gain, yx[scores >= detection["threshold"]], sample)
+                row[name] = {"loss": loss, "loss_vs_zero": loss / zero_loss,
+                             "best_f1": scored["best_f1"], "f1_fixed": scored["f1"],
                              "precision_fixed": scored["precision"],
-                             "recall_fixed": scored["recall"], "time_s": seconds}
+                             "recall_fixed": scored["recall"],
+                             "profile_rel_l2": _median_or_none(errors),
+                             "time_s": seconds}
             per_image.append(row)
             if group == GROUPS[-1] and apg_case is None:
                 apg_case = sample
@@ -141,10 +172,14 @@ def run_bench(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> d
                 "median_f1_fixed": float(np.median([r[name]["f1_fixed"] for r in rows])),
                 "median_loss": float(np.median([r[name]["loss"] for r in rows])),
                 "iqr_loss": _iqr([r[name]["loss"] for r in rows]),
+                "median_loss_vs_zero": float(np.median([r[name]["loss_vs_zero"] for r in rows])),
+                "median_profile_rel_l2": _median_or_none(
+                    [r[name]["profile_rel_l2"] for r in rows]),
             }
             for name in models
         }
     spot_better = [r["spotnet"]["loss"] < r["convnet"]["loss"] for r in per_image]
+    spot_f1_better = [r["spotnet"]["best_f1"] > r["convnet"]["best_f1"] for r in per_image]
     median_time_s = {name: float(np.median([r[name]["time_s"] for r in per_image]))
                      for name in models}
 
@@ -184,6 +219,7 @@ def run_bench(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> d
         },
         "per_group": summary,
         "spotnet_loss_lower_than_convnet_fraction": float(np.mean(spot_better)),
+        "spotnet_best_f1_above_convnet_fraction": float(np.mean(spot_f1_better)),
         "median_time_s": median_time_s,
         "apg": apg_result,
         "per_image": per_image,

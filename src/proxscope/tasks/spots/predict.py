@@ -19,10 +19,47 @@ import numpy as np
 
 TILE, OVERLAP, PAD = 576, 32, 16  # a padded 512x512 image is one tile
 DETECT_SIGMA = 1.0  # px; chosen on the 3 validation images (benchmarks/spots.md)
+#: input scaling (:func:`normalize`): background percentile, and the least signal range, in
+#: noise standard deviations, that is mapped to the full 0..255 scale
+BACKGROUND_PERCENTILE, MIN_RANGE_SIGMAS = 0.1, 100.0
+NORMALIZATION = {"rule": "robust-range", "background_percentile": BACKGROUND_PERCENTILE,
+                 "min_range_sigmas": MIN_RANGE_SIGMAS}
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """Standard deviation of white noise in an image (H, W), robust to smooth signal and to
+    outliers: 1.4826·MAD of the image filtered with Immerkær's 3×3 Laplacian difference mask
+    (which cancels planes and passes white noise with gain 6)."""
+    from scipy.ndimage import convolve
+
+    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+    residual = convolve(image.astype(np.float64), mask, mode="reflect")[1:-1, 1:-1]
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual))) / 6.0)
+
+
+def normalize(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """Map a grey image (H, W) of any type and range to the scale the models are trained on
+    -> (gain·(image − b), gain), float32. b = the 0.1 % percentile (a camera offset or an
+    empty well's level goes to 0); gain = 255 / max(r, 100·sigma) with r the maximum of the
+    3×3 median-filtered image minus b (one hot or dead pixel cannot change it) and sigma the
+    noise level (:func:`noise_sigma`): an image whose signal spans less than 100 noise
+    standard deviations (an empty well, a flat field) is not stretched to fill 0..255, so
+    noise is not turned into cells. Simulated images are barely changed (gain 1.0-1.1);
+    targets and secretion profiles scale by the same gain. Invariant to bit depth and to any
+    affine change of intensities."""
+    from scipy.ndimage import median_filter
+
+    image = np.asarray(image, np.float64)
+    background = float(np.percentile(image, BACKGROUND_PERCENTILE))
+    signal = float(median_filter(image, size=3, mode="reflect").max()) - background
+    spread = max(signal, MIN_RANGE_SIGMAS * noise_sigma(image))
+    gain = 255.0 / spread if spread > 0 else 1.0
+    return ((image - background) * gain).astype(np.float32), gain
 
 
 def infer(model, image: np.ndarray, device="cpu") -> np.ndarray:
-    """Model output for one prepared image (H, W) -> secretion maps (K, H, W) float32 (numpy),
+    """Model output for one :func:`normalize`-d image (H, W) -> secretion maps (K, H, W)
+    float32 (numpy, clipped at 0: secretion is non-negative),
     computed in overlapping 576×576 tiles (receptive field < 32 px). The image is mirrored by
     ``PAD`` px at its borders first (cropped after): the assay continues beyond the field of
     view, and zero padding would make the border look like an edge of dark background."""
@@ -35,7 +72,8 @@ def infer(model, image: np.ndarray, device="cpu") -> np.ndarray:
     pad = min(PAD, image.shape[0] - 1, image.shape[1] - 1)
     with torch.no_grad():
         out = tiled_apply(model, F.pad(x, (pad,) * 4, mode="reflect"), tile=TILE, overlap=OVERLAP)
-    return out[0, :, pad : pad + image.shape[0], pad : pad + image.shape[1]].cpu().numpy()
+    out = out[0, :, pad : pad + image.shape[0], pad : pad + image.shape[1]].clamp_min(0)
+    return out.cpu().numpy()
 
 
 def detection_map(secretion: np.ndarray, sigma: float = DETECT_SIGMA) -> np.ndarray:
@@ -88,10 +126,14 @@ def load_model(name: str, device=None) -> tuple[object, dict, object]:
     return model, detection_settings(extra), device
 
 
-def predictor(model_name: str, device=None, threshold: float | None = None) -> Callable:
+def predictor(model_name: str, device=None, threshold: float | None = None,
+              save_secretion: bool = False) -> Callable:
     """Load the model once -> ``run(image_path, out_dir) -> {"cells", "threshold"}``, which
-    writes OUT/cells.csv (y,x,score,x_0..x_{K-1}), OUT/secretion.tif (K, H, W) and
-    OUT/overlay.png (detections on the image). ``threshold`` None: the model's."""
+    writes OUT/cells.csv (y,x,score,x_0..x_{K-1}: the profile in the image's units, as the
+    simulator's x) and OUT/overlay.png (detections on the image), and with
+    ``save_secretion`` OUT/secretion.tif (K, H, W float32, 4·K bytes per pixel).
+    The image is scaled by :func:`normalize`; ``threshold`` None: the model's (in the
+    normalised units)."""
     from ...data.io import read_image, write_image, write_points
     from ...data.transforms import prepare_image
 
@@ -99,13 +141,14 @@ def predictor(model_name: str, device=None, threshold: float | None = None) -> C
     threshold = settings["threshold"] if threshold is None else threshold
 
     def run(image_path: Path, out: Path) -> dict:
-        image = prepare_image(read_image(image_path), channels=(1,), normalize="max",
-                              source=str(image_path))[0]
+        image, gain = normalize(prepare_image(read_image(image_path), channels=(1,),
+                                              normalize=None, source=str(image_path))[0])
         secretion = infer(model, image, device)
         yx, scores = detect(secretion, min_score=threshold, sigma=settings["sigma"])
-        per_cell = profiles(secretion, yx)
+        per_cell = profiles(secretion, yx) / gain
         columns = {"score": scores} | {f"x_{k}": per_cell[:, k] for k in range(per_cell.shape[1])}
-        write_image(out / "secretion.tif", secretion.astype(np.float32))
+        if save_secretion:
+            write_image(out / "secretion.tif", secretion / np.float32(gain))
         write_overlay(out / "overlay.png", image, yx)
         write_points(out / "cells.csv", yx, columns)
         return {"cells": int(len(yx)), "threshold": threshold}

@@ -47,7 +47,10 @@ class SpotsTask(Task):
                         help="Keep cells with score >= this (predict default: the model's, fixed "
                         "on validation images; evaluate: all).")
         if verb == "predict":
-            return [threshold]
+            return [threshold,
+                    opt("--save-secretion", is_flag=True,
+                        help="Also write OUT/secretion.tif, the K x H x W output maps (float32: "
+                        "120 bytes per pixel, 503 MB for 2048 x 2048).")]
         if verb == "evaluate":
             return [opt("--radius", default=3.0, show_default=True,
                         type=click.FloatRange(min=0, min_open=True), help="Matching radius (px)."),
@@ -77,8 +80,9 @@ class SpotsTask(Task):
 
     def train(self, out: Path, *, model: str, data, val, **opts) -> dict:
         """Train SpotNet or ConvNet on simulated folders (Adam, MSE loss on random crops, keep
-        the best validation model; default lr: spotnet 1e-4, convnet 1e-3), then fix the
-        detection threshold on the validation folders.
+        the best validation model; default lr 1e-3, SpotNet's steps, thresholds and momenta at
+        1e-2), then fix the detection threshold on the validation folders. The validation loss
+        shown is MSE / MSE of an all-zero output (near 1: the net still outputs about nothing).
 
         \b
         Examples:
@@ -90,12 +94,21 @@ class SpotsTask(Task):
         return train(model, data, out, val=list(val), **opts)
 
     def predictor(self, *, model: str, device: str | None, seed: int, quiet: bool,
-                  threshold: float | None = None):
-        """Detect cells in single-channel images (TIFF/PNG; scaled to max 255).
+                  threshold: float | None = None, save_secretion: bool = False):
+        """Detect cells and their secretion profiles in single-channel FluoroSpot images (TIFF/PNG,
+        8/16-bit or float). Intensities are scaled robustly: the 0.1 % percentile goes to 0 and
+        the brightest spot (3x3 median, so hot pixels do not count) to 255, but a signal under
+        100 noise standard deviations (an empty well) is not stretched.
 
-        Writes OUT/cells.csv (y,x,score,x_0..x_29), OUT/secretion.tif (K x H x W) and
-        OUT/overlay.png; for several images one such folder per image, OUT/<image name>/
-        (OUT/<folder name>/ when the image names repeat), and OUT/summary.csv.
+        Bundled models: trained on simulated FluoroSpot images (512 x 512, 6.45 um pixels,
+        1250 cells, K = 30 spread bins, noise level 3). Spot sizes are set by the diffusion
+        physics and the pixel size, not by the cells, so there is no --diameter: images must
+        have about 6.45 um pixels (resample them first otherwise).
+
+        Writes OUT/cells.csv (y,x,score,x_0..x_29: the profile, in the image's units) and
+        OUT/overlay.png (and OUT/secretion.tif with --save-secretion); for several images one
+        such folder per image, OUT/<image name>/ (OUT/<folder name>/ when the image names
+        repeat), and OUT/summary.csv.
 
         \b
         Examples:
@@ -105,7 +118,7 @@ class SpotsTask(Task):
         """
         from .predict import predictor
 
-        return predictor(model, device, threshold)
+        return predictor(model, device, threshold, save_secretion)
 
     def evaluate_pair(self, pred: Path, truth: Path, *, radius: float, threshold: float | None) -> dict:
         from .evaluate import evaluate_files

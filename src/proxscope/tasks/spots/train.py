@@ -1,11 +1,16 @@
 """Training SpotNet / ConvNet on simulated folders (Seed: spotnet-fluorospot-learned-iterations.txt
-Sec. 4: Adam, batch 1, MSE loss (3), keep the best validation model). The paper's learning rate
-1e-3 is kept for ConvNet; SpotNet uses 1e-4 (at 1e-3 it collapsed to x = 0 within 100 steps).
+Sec. 4: Adam, batch 1, MSE loss (3), keep the best validation model, learning rate 1e-3).
+SpotNet starts from the seed's random zero-mean kernels with data-driven thresholds
+(:meth:`SpotNet.random`); its log-steps, log-thresholds and momenta get their own learning rate
+(:data:`RECIPES`, chosen by measurement: benchmarks/spots.md).
 
 Batches are random crops (default 128×128, with random flips / 90° rotations: the physics is
 isotropic) of the training images for CPU speed; validation is the loss on whole validation
-images. After training, the detection threshold maximising the pooled F1 on the validation
-images is stored in the checkpoint (``extra["detection"]``), with the matching radius.
+images, reported as MSE / MSE of an all-zero output (the loss a net stuck at x = 0 gets: a
+value near 1 means the net has not left the near-zero regime). Images are scaled by
+:func:`~.predict.normalize` and targets by the same gain, as at prediction. After training,
+the detection threshold maximising the pooled F1 on the validation images is stored in the
+checkpoint (``extra["detection"]``), with the matching radius.
 """
 
 from __future__ import annotations
@@ -16,40 +21,44 @@ import numpy as np
 
 from ...errors import UserError
 from .evaluate import RADIUS
-from .predict import DETECT_SIGMA, detect, infer
+from .predict import DETECT_SIGMA, NORMALIZATION, detect, infer, normalize
 from .simulate import read_sample
 
 MODELS = ("spotnet", "convnet")
-DEFAULT_LR = {"spotnet": 1e-4, "convnet": 1e-3}
-SPOTNET_LAM = 5.0  # lam of the APG initialisation (image units 0..255)
+#: Adam settings per model: lr (kernels / all weights), scalar_lr (SpotNet's log-steps,
+#: log-thresholds, momenta), grad_clip (max gradient norm, None: off)
+RECIPES = {"spotnet": {"lr": 1e-3, "scalar_lr": 1e-2, "grad_clip": None},
+           "convnet": {"lr": 1e-3, "scalar_lr": None, "grad_clip": None}}
+DEFAULT_LR = {name: recipe["lr"] for name, recipe in RECIPES.items()}
 
 
 def load_set(folders) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """[(image, target, cells_yx)] of simulated folders; all must have the same K."""
-    samples = [read_sample(f) for f in folders]
+    """[(image, target, cells_yx)] of simulated folders, image scaled by :func:`normalize` and
+    target by the same gain (what the models see at prediction); all must have the same K."""
+    samples = []
+    for folder in folders:
+        image, target, cells = read_sample(folder)
+        image, gain = normalize(image)
+        samples.append((image, target * np.float32(gain), cells))
     if len({t.shape[0] for _, t, _ in samples}) > 1:
         raise UserError("the folders have different numbers of time windows K")
     return samples
 
 
-def init_model(name: str, folder: str | Path, lam: float = SPOTNET_LAM):
-    """A fresh SpotNet (= 3 APG iterations with the central 5×5 crops of the folder's blurred
-    kernels) or ConvNet (PyTorch default initialisation) for K of ``folder``."""
+def init_model(name: str, samples, seed: int = 0):
+    """A fresh SpotNet (:meth:`SpotNet.random`: random zero-mean kernels, thresholds from the
+    training images) or ConvNet (PyTorch default initialisation, seeded by the caller) for K of
+    the training ``samples`` (:func:`load_set`)."""
     import torch
 
-    from ...data.io import read_image
-    from ...models.spotnet import SpotConvNet, SpotConvNetConfig, SpotNet
-    from ...sim.fluorospot import FluoroSpotConfig, make_blur, observation_kernels
+    from ...models.spotnet import SpotConvNet, SpotConvNetConfig, SpotNet, SpotNetConfig
 
-    image, target, _ = read_sample(folder)
+    n_channels = samples[0][1].shape[0]
     if name == "spotnet":
-        kernels = read_image(Path(folder) / "kernels.tif").astype(np.float64)
-        if kernels.ndim != 3 or kernels.shape[0] != target.shape[0]:
-            raise UserError(f"{folder}: kernels.tif must be (K, kh, kw) with K = {target.shape[0]}")
-        full = observation_kernels(kernels, make_blur(FluoroSpotConfig()))
-        return SpotNet.from_solver(torch.from_numpy(full).float(), lam, image.shape)
+        images = torch.stack([torch.from_numpy(image)[None] for image, _, _ in samples])
+        return SpotNet.random(images, SpotNetConfig(n_channels=n_channels), seed=seed)
     if name == "convnet":
-        return SpotConvNet(SpotConvNetConfig(n_channels=target.shape[0]))
+        return SpotConvNet(SpotConvNetConfig(n_channels=n_channels))
     raise UserError(f"unknown model '{name}' (choose from {', '.join(MODELS)})")
 
 
@@ -103,6 +112,8 @@ def train(
     steps: int = 2000,
     crop: int = 128,
     lr: float | None = None,
+    scalar_lr: float | None = None,
+    grad_clip: float | None = None,
     batch_size: int = 1,
     val_every: int = 100,
     seed: int = 0,
@@ -110,10 +121,11 @@ def train(
     quiet: bool = False,
     resume: bool = False,
 ) -> dict:
-    """Train ``name`` ('spotnet' | 'convnet') with Adam (``lr`` None: :data:`DEFAULT_LR`) on
-    folders ``data``, validate on ``val`` (default: the last 30% of ``data`` when there are >= 2
-    folders, else ``data``). Writes the best model to ``out`` (resumable through
-    ``out``.resume) and returns a summary."""
+    """Train ``name`` ('spotnet' | 'convnet') with Adam (``lr``, ``scalar_lr``, ``grad_clip``
+    None: :data:`RECIPES`) on folders ``data``, validate on ``val`` (default: the last 30% of
+    ``data`` when there are >= 2 folders, else ``data``). Writes the best model to ``out``
+    (resumable through ``out``.resume) and returns a summary; its ``best_val_loss`` and
+    ``val_history`` are validation MSE / all-zero-output MSE."""
     import torch
 
     from ...models.spotnet import secretion_loss
@@ -127,30 +139,44 @@ def train(
         data = data[: len(data) - n_val] if n_val else data
     samples = load_set([*data, *val])
     train_set, val_set = samples[: len(data)], samples[len(data) :]
+    if name not in RECIPES:
+        raise UserError(f"unknown model '{name}' (choose from {', '.join(MODELS)})")
+    recipe = RECIPES[name] | {k: v for k, v in (("lr", lr), ("scalar_lr", scalar_lr),
+                                                ("grad_clip", grad_clip)) if v is not None}
     torch.manual_seed(seed)
-    model = init_model(name, data[0])
+    model = init_model(name, train_set, seed)
     dev = resolve_device(device)
     val_tensors = [
         (torch.from_numpy(i)[None, None].to(dev), torch.from_numpy(t)[None].to(dev))
         for i, t, _ in val_set
     ]
+    zero_mse = float(np.mean([float(t.pow(2).mean()) for _, t in val_tensors]))
 
     def validate(m) -> float:
-        return float(np.mean([float(secretion_loss(m(i), t)) for i, t in val_tensors]))
+        mse = np.mean([float(secretion_loss(m(i), t)) for i, t in val_tensors])
+        return float(mse / zero_mse) if zero_mse > 0 else float(mse)
 
+    groups = (model.param_groups(recipe["lr"], recipe["scalar_lr"])
+              if recipe["scalar_lr"] is not None else None)
     trainer = Trainer(
         model,
         lambda m, batch: secretion_loss(m(batch[0]), batch[1]),
         crop_sampler(train_set, crop, batch_size),
-        TrainConfig(steps=steps, lr=DEFAULT_LR[name] if lr is None else lr, val_every=val_every,
-                    ckpt_every=val_every, seed=seed, device=device, quiet=quiet),
+        TrainConfig(steps=steps, lr=recipe["lr"], grad_clip=recipe["grad_clip"],
+                    val_every=val_every, ckpt_every=val_every, seed=seed, device=device,
+                    quiet=quiet),
         out,
         validate=validate,
+        param_groups=groups,
         extra={"model": name, "train": [str(d) for d in data], "val": [str(v) for v in val],
-               "crop": crop, "batch_size": batch_size},
+               "crop": crop, "batch_size": batch_size, "recipe": recipe,
+               "input_normalization": NORMALIZATION,
+               "val_zero_output_mse": zero_mse},
     )
     history = trainer.fit(resume=resume)
     threshold, val_f1 = calibrate(out, val_set, dev)
-    vals = [h["val"] for h in history if "val" in h]
-    return {"out": str(out), "steps": trainer.step, "best_val_loss": min(vals) if vals else None,
-            "threshold": threshold, "val_f1": val_f1}
+    vals = [(h["step"], h["val"]) for h in history if "val" in h]
+    return {"out": str(out), "steps": trainer.step,
+            "best_val_loss": min(v for _, v in vals) if vals else None,
+            "best_step": min(vals, key=lambda sv: sv[1])[0] if vals else None,
+            "val_history": vals, "threshold": threshold, "val_f1": val_f1}
