@@ -2,7 +2,9 @@
 
 Simulates 10 FluoroSpot images (512×512, 1250 cells, noise level 3, seeds 1000-1009: 7 for
 training, 3 for validation, as in the SpotNet paper Sec. 4) and trains each model on random
-128×128 crops with Adam (batch 1), keeping the best validation model.
+64×64 crops with Adam (batch 1, the recipe of :data:`proxscope.tasks.spots.train.RECIPES`),
+keeping the best validation model. At 1 CPU thread: spotnet 12,000 steps ~14 min, convnet
+8,000 steps ~10 min (benchmarks/spots.md has the training trajectories).
 
     python scripts/make_weights_spots.py [--models spotnet,convnet] [--steps-spotnet N]
         [--steps-convnet N] [--data DIR] [--calibrate-only]
@@ -20,19 +22,29 @@ from pathlib import Path
 
 import torch
 
+from proxscope.checkpoint import read_checkpoint, update_extra
 from proxscope.sim.fluorospot import FluoroSpotConfig
 from proxscope.tasks.spots.simulate import simulate_dirs
 from proxscope.tasks.spots.train import calibrate, load_set, train
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "src" / "proxscope" / "weights"
 SEEDS = list(range(1000, 1010))
+VAL_EVERY = {"spotnet": 600, "convnet": 400}
+
+
+def keep_validation_history(path: Path) -> None:
+    """Drop the per-step training losses from the checkpoint (they would make the bundled
+    file ~0.5 MB); keep the validation records, the trajectory benchmarks/spots.md reports."""
+    history = read_checkpoint(path).extra.get("history", [])
+    update_extra(path, history=[h for h in history if "val" in h])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="spotnet,convnet")
-    parser.add_argument("--steps-spotnet", type=int, default=1500)
-    parser.add_argument("--steps-convnet", type=int, default=1500)
+    parser.add_argument("--steps-spotnet", type=int, default=12000)
+    parser.add_argument("--steps-convnet", type=int, default=8000)
+    parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--data", type=Path, default=None, help="keep the simulated data here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS)
@@ -52,9 +64,10 @@ def main() -> None:
             steps = steps_of[name]
             summary = train(
                 name, folders[:7], args.out_dir / f"{name}.safetensors", val=folders[7:],
-                steps=steps, val_every=max(steps // 15, 1), seed=0, quiet=True,
+                steps=steps, crop=args.crop, val_every=VAL_EVERY[name], seed=0, quiet=True,
             )
             (args.out_dir / f"{name}.safetensors.resume").unlink(missing_ok=True)
+            keep_validation_history(args.out_dir / f"{name}.safetensors")
             print(json.dumps({name: summary}))
 
 

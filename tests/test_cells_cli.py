@@ -111,14 +111,14 @@ def test_user_mistakes_are_one_line_exit_2_without_output(dataset, checkpoint, t
     nan_tif = tmp_path / "nan.tif"
     tifffile.imwrite(nan_tif, np.full((40, 40), np.nan, np.float32))
     rgb = tmp_path / "rgb.png"
-    iio.imwrite(rgb, np.zeros((40, 40, 3), np.uint8) + 30)
+    iio.imwrite(rgb, np.zeros((40, 40, 3), np.uint8) + np.array([30, 60, 90], np.uint8))
     predict = ["cells", "predict"]
     cases = [
         ([*predict, str(tmp_path / "missing.tif"), "--model", str(checkpoint)], "image not found"),
         ([*predict, str(image), "--model", "no-such-model"], "unknown model 'no-such-model'"),
         ([*predict, str(image), "--model", str(bad_ckpt)], "not a readable proxscope checkpoint"),
         ([*predict, str(nan_tif), "--model", str(checkpoint)], "NaN"),
-        ([*predict, str(rgb), "--model", str(checkpoint)], "expected 1 (grey) channel(s)"),
+        ([*predict, str(rgb), "--model", str(checkpoint)], "expected a grey (H, W) image"),
     ]
     for args, message in cases:
         assert main([*args, "--out", str(out)]) == 2, args

@@ -95,3 +95,22 @@ def test_lista_model_starts_as_ista():
     model = LISTA.from_solver(matrix, lam=0.1, n_layers=6)
     expected = proximal_gradient(MatrixOperator(matrix), y, 0.1, n_iter=6, tol=0).x
     assert torch.allclose(model(y), expected, atol=1e-5)
+
+
+def test_positive_parametrisation_stores_logs_and_gives_the_same_net():
+    """positive=True: step and threshold are exp of the stored parameters (never <= 0), and
+    the net equals the one with the same values stored directly."""
+    gen = torch.Generator().manual_seed(4)
+    op = MatrixOperator(torch.randn(12, 20, generator=gen))
+    y = torch.randn(3, 12, generator=gen)
+    plain = UnrolledProximalGradient([op] * 3, [0.05, 0.04, 0.03], [0.2, 0.1, 0.05], [0.0, 0.3, 0.5])
+    pos = UnrolledProximalGradient([op] * 3, [0.05, 0.04, 0.03], [0.2, 0.1, 0.05], [0.0, 0.3, 0.5],
+                                   positive=True)
+    torch.testing.assert_close(pos(y), plain(y))
+    assert float(pos.threshold[1]) == pytest.approx(torch.log(torch.tensor(0.1)).item())
+    with torch.no_grad():
+        pos.threshold.fill_(-30.0)
+        pos.step.fill_(-30.0)
+    assert float(pos.threshold_of(0)) > 0 and float(pos.step_of(2)) > 0
+    with pytest.raises(ValueError, match="positive"):
+        UnrolledProximalGradient([op], [0.1], [-0.1], positive=True)

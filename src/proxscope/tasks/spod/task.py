@@ -262,7 +262,7 @@ class SpodTask(Task):
 
         --pred: a recovered stack, or a folder of them (<name>.tif, as predict writes).
         --truth: the stack's folder as 'spod simulate' writes it (observation.tif, psf.tif and,
-        for PSNR, truth.tif; a file in it stands for the folder), or a folder of such folders
+        for the fidelity, truth.tif; a file in it stands for the folder), or a folder of such folders
         named like the predictions (<name>/observation.tif), scored per stack and averaged.
         The truth side is a folder, not one file, because eq. (5) needs the observation and
         the PSF as well as the recovery.

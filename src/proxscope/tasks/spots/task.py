@@ -80,9 +80,10 @@ class SpotsTask(Task):
 
     def train(self, out: Path, *, model: str, data, val, **opts) -> dict:
         """Train SpotNet or ConvNet on simulated folders (Adam, MSE loss on random crops, keep
-        the best validation model; default lr 1e-3, SpotNet's steps, thresholds and momenta at
-        1e-2), then fix the detection threshold on the validation folders. The validation loss
-        shown is MSE / MSE of an all-zero output (near 1: the net still outputs about nothing).
+        the best validation model; default lr: spotnet 3e-3 with its steps, thresholds and
+        momenta at 1e-2, convnet 1e-3), then fix the detection threshold on the validation
+        folders. The validation loss shown is MSE / MSE of an all-zero output (near 1: the net
+        still outputs about nothing).
 
         \b
         Examples:

@@ -27,7 +27,7 @@ from .simulate import read_sample
 MODELS = ("spotnet", "convnet")
 #: Adam settings per model: lr (kernels / all weights), scalar_lr (SpotNet's log-steps,
 #: log-thresholds, momenta), grad_clip (max gradient norm, None: off)
-RECIPES = {"spotnet": {"lr": 1e-3, "scalar_lr": 1e-2, "grad_clip": None},
+RECIPES = {"spotnet": {"lr": 3e-3, "scalar_lr": 1e-2, "grad_clip": None},
            "convnet": {"lr": 1e-3, "scalar_lr": None, "grad_clip": None}}
 DEFAULT_LR = {name: recipe["lr"] for name, recipe in RECIPES.items()}
 
