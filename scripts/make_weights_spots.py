@@ -3,7 +3,7 @@
 Simulates 10 FluoroSpot images (512×512, 1250 cells, noise level 3, seeds 1000-1009: 7 for
 training, 3 for validation, as in the SpotNet paper Sec. 4) and trains each model on random
 64×64 crops with Adam (batch 1, the recipe of :data:`proxscope.tasks.spots.train.RECIPES`),
-keeping the best validation model. At 1 CPU thread: spotnet 12,000 steps ~14 min, convnet
+keeping the best validation model. At 1 CPU thread: spotnet 20,000 steps ~25 min, convnet
 8,000 steps ~10 min (benchmarks/spots.md has the training trajectories).
 
     python scripts/make_weights_spots.py [--models spotnet,convnet] [--steps-spotnet N]
@@ -42,7 +42,7 @@ def keep_validation_history(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="spotnet,convnet")
-    parser.add_argument("--steps-spotnet", type=int, default=12000)
+    parser.add_argument("--steps-spotnet", type=int, default=20000)
     parser.add_argument("--steps-convnet", type=int, default=8000)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--data", type=Path, default=None, help="keep the simulated data here")

@@ -166,3 +166,60 @@ def test_evaluate_an_empty_prediction_counts_every_true_cell_missed(tmp_path, ca
                      str(tmp_path / "truth.csv")]) == 0
         result = json.loads(capsys.readouterr().out)
         assert (result["tp"], result["fp"], result["fn"], result["f1"]) == (0, 0, 3, 0.0), task
+
+
+def test_one_layout_rule_with_shapes_as_found():
+    rng = np.random.default_rng(1)
+    grey = rng.random((20, 24)).astype(np.float32)
+    rgb = rng.random((20, 24, 3)).astype(np.float32)
+    # colour last and colour first are the same image
+    assert np.array_equal(prepare_image(rgb), prepare_image(np.moveaxis(rgb, -1, 0)))
+    # grey saved as RGB / RGBA (equal channels) is grey where grey is expected, colour otherwise
+    as_rgb = np.dstack([grey] * 3)
+    for layout in (as_rgb, np.moveaxis(as_rgb, -1, 0), np.dstack([as_rgb, np.ones_like(grey)])):
+        assert np.array_equal(prepare_image(layout, channels=(1,)), prepare_image(grey, channels=(1,)))
+    assert prepare_image(as_rgb).shape == (3, 20, 24)
+    cases = [
+        (np.zeros((512, 512, 2), np.uint16), (1,), "expected a grey (H, W) image, got shape (512, 512, 2)"),
+        (np.zeros((4, 32, 32)), (1, 3), "got shape (4, 32, 32) (a stack of 4 planes? give one)"),
+        (np.zeros((4, 32, 32)), (3,), "expected an RGB (H, W, 3) image, got shape (4, 32, 32)"),
+        (grey, (3,), "expected an RGB (H, W, 3) image, got shape (20, 24)"),
+    ]
+    for image, channels, message in cases:
+        with pytest.raises(UserError) as info:
+            prepare_image(image, channels=channels, source="img.tif")
+        assert str(info.value).startswith("img.tif: ") and message in str(info.value)
+    # without expected counts (a stack of any length) the short axis is the channel axis
+    from proxscope.data.transforms import to_channels_first
+
+    assert to_channels_first(np.zeros((30, 40, 4))).shape == (4, 30, 40)
+    assert to_channels_first(np.zeros((4, 30, 40))).shape == (4, 30, 40)
+
+
+def test_blank_and_hot_pixel_images_normalise_robustly():
+    blank = prepare_image(np.zeros((32, 32), np.uint16))
+    assert np.isfinite(blank).all() and (blank == 0).all()
+    image = np.random.default_rng(0).normal(1000, 10, (64, 64)).astype(np.uint16)
+    hot = image.copy()
+    hot[3, 3] = 65535
+    diff = np.abs(prepare_image(image) - prepare_image(hot))[0]
+    diff[3, 3] = 0
+    assert diff.max() < 0.05  # the other pixels keep their scale
+
+
+def test_rescale_to_diameter_and_back():
+    from proxscope.data.transforms import points_to_original, rescale_to_diameter, resize
+
+    image = np.zeros((1, 100, 60), np.float32)
+    image[0, 40, 20] = 1.0
+    scaled, scale = rescale_to_diameter(image, diameter=20, trained_diameter=10)
+    assert scaled.shape == (1, 50, 30) and scale == (0.5, 0.5)
+    peak = np.argwhere(scaled[0] == scaled[0].max())
+    assert np.allclose(points_to_original(peak, scale), [[40.5, 20.5]])  # within half a pixel
+    assert resize(scaled, (100, 60)).shape == (1, 100, 60)
+    same, unit = rescale_to_diameter(image, None, 10)
+    assert np.array_equal(same, image) and unit == (1.0, 1.0)
+    with pytest.raises(UserError, match="--diameter must be a positive"):
+        rescale_to_diameter(image, -3, 10)
+    with pytest.raises(UserError, match="at least 8x8"):
+        rescale_to_diameter(image, 100, 5)

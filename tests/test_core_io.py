@@ -160,3 +160,26 @@ def test_channel_stacks_stay_channel_stacks(tmp_path):
     with tifffile.TiffFile(tmp_path / "s.tif") as tif:
         assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
     assert np.array_equal(read_image(tmp_path / "s.tif"), stack)
+
+
+def test_tiles_start_on_the_pooling_grid():
+    """A map that pools by 4 depends on where its 4x4 grid lies: aligned tiles equal one pass
+    on sizes that are multiples of neither the tile nor 4 (unaligned tiles do not)."""
+
+    def pooled(x):
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        y = F.max_pool2d(F.pad(x, (0, pw, 0, ph), mode="replicate"), 4)
+        return F.interpolate(y, scale_factor=4, mode="nearest")[..., :h, :w]
+
+    x = torch.randn(1, 2, 101, 67, generator=torch.Generator().manual_seed(1))
+    whole = pooled(x)
+    assert torch.equal(tiled_apply(pooled, x, tile=40, overlap=8, align=4), whole)
+    assert not torch.equal(tiled_apply(pooled, x, tile=40, overlap=8), whole)
+
+
+def test_a_folder_given_as_a_file_says_so(tmp_path):
+    with pytest.raises(UserError, match="is a folder, not an image file"):
+        read_image(tmp_path)
+    with pytest.raises(UserError, match="is a folder, not a points CSV"):
+        read_points(tmp_path)

@@ -107,7 +107,7 @@ def test_positive_parametrisation_stores_logs_and_gives_the_same_net():
     pos = UnrolledProximalGradient([op] * 3, [0.05, 0.04, 0.03], [0.2, 0.1, 0.05], [0.0, 0.3, 0.5],
                                    positive=True)
     torch.testing.assert_close(pos(y), plain(y))
-    assert float(pos.threshold[1]) == pytest.approx(torch.log(torch.tensor(0.1)).item())
+    assert float(pos.threshold[1].detach()) == pytest.approx(torch.log(torch.tensor(0.1)).item())
     with torch.no_grad():
         pos.threshold.fill_(-30.0)
         pos.step.fill_(-30.0)

@@ -100,7 +100,7 @@ def test_layouts_and_stacks_are_checked(tmp_path, capsys):
         "two.tif": (rng.random((64, 64, 2)).astype(np.float32), "got shape (64, 64, 2)"),
     }
     for name, (array, message) in cases.items():
-        tifffile.imwrite(tmp_path / name, array)
+        tifffile.imwrite(tmp_path / name, array, photometric="minisblack")
         assert main(["seg", "predict", str(tmp_path / name), "--out", str(tmp_path / "m.tif"),
                      "--quiet"]) == 2
         err = capsys.readouterr().err

@@ -84,5 +84,5 @@ def test_bundled_spotnet_on_empty_wells_hot_pixels_and_bit_depths(tmp_path, samp
             image[10, 10] = 65535
         yx, _ = _predict(tmp_path, name, image)
         f1[name] = match_points(yx, sample.cells_yx, 3.0).f1
-    assert f1["clean"] > 0.6  # the fixed threshold is fitted on 1250-cell images (benchmarks/spots.md)
+    assert f1["clean"] > 0.5  # the fixed threshold is fitted on 1250-cell images (benchmarks/spots.md)
     assert f1["hot"] == pytest.approx(f1["clean"], abs=0.02 * f1["clean"])
