@@ -9,8 +9,10 @@ keeping the best validation model. At 1 CPU thread: spotnet 20,000 steps ~25 min
     python scripts/make_weights_spots.py [--models spotnet,convnet] [--steps-spotnet N]
         [--steps-convnet N] [--data DIR] [--calibrate-only]
 
---calibrate-only keeps the weights and only refits the detection threshold on the 3 validation
-images (after a change of the detection rule).
+The detection threshold is fitted (best mean per-image F1) on the 3 validation images plus 4
+sparser ones (250 and 750 cells, seeds 1010-1013): a threshold fitted on crowded wells alone
+keeps too many weak peaks on sparse ones. --calibrate-only keeps the weights and only refits the
+threshold (after a change of the detection rule).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from proxscope.tasks.spots.train import calibrate, load_set, train
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "src" / "proxscope" / "weights"
 SEEDS = list(range(1000, 1010))
+SPARSE = {250: [1010, 1011], 750: [1012, 1013]}  # extra calibration wells: cells -> seeds
 VAL_EVERY = {"spotnet": 600, "convnet": 400}
 
 
@@ -54,11 +57,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp)
         folders = simulate_dirs(FluoroSpotConfig(), SEEDS, root)
+        calibration = folders[7:] + [f for n, seeds in SPARSE.items() for f in
+                                     simulate_dirs(FluoroSpotConfig(n_cells=n), seeds, root)]
         steps_of = {"spotnet": args.steps_spotnet, "convnet": args.steps_convnet}
         for name in args.models.split(","):
             if args.calibrate_only:
                 threshold, val_f1 = calibrate(args.out_dir / f"{name}.safetensors",
-                                              load_set(folders[7:]))
+                                              load_set(calibration))
                 print(json.dumps({name: {"threshold": threshold, "val_f1": val_f1}}))
                 continue
             steps = steps_of[name]
@@ -68,6 +73,8 @@ def main() -> None:
             )
             (args.out_dir / f"{name}.safetensors.resume").unlink(missing_ok=True)
             keep_validation_history(args.out_dir / f"{name}.safetensors")
+            summary["threshold"], summary["val_f1"] = calibrate(
+                args.out_dir / f"{name}.safetensors", load_set(calibration))
             print(json.dumps({name: summary}))
 
 

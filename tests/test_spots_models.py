@@ -78,7 +78,7 @@ def test_spotnet_threshold_is_positive_and_moves_tenfold():
     with torch.no_grad():
         net.net.threshold.fill_(-10.0)
     assert float(net.net.threshold_of(0).detach()) > 0
-    assert float((net(s) - s).abs().max()) < 1e-3  # exp(-10): nearly the identity, not an expansion
+    assert float((net(s) - s).abs().max().detach()) < 1e-3  # exp(-10): nearly the identity, not an expansion
 
 
 def test_step_bound_keeps_every_layer_non_expansive():
@@ -86,8 +86,8 @@ def test_step_bound_keeps_every_layer_non_expansive():
     eta_used ||H||^2 <= 1.9 in every layer, and the bound agrees with the power iteration."""
     net = SpotNet.random(torch.rand(2, 1, 32, 32) * 255, SpotNetConfig(n_channels=6), seed=1)
     op = net.net.ops[0]
-    norm_sq = float(spectral_norm_sq(op.kernels))
-    assert float(net.net.step_of(0)) * norm_sq == pytest.approx(1.0, rel=1e-5)
+    norm_sq = float(spectral_norm_sq(op.kernels.detach()))
+    assert float(net.net.step_of(0).detach()) * norm_sq == pytest.approx(1.0, rel=1e-5)
     assert op.lipschitz((6, 64, 64)) <= norm_sq * (1 + 1e-4)
     assert op.lipschitz((6, 64, 64)) >= 0.9 * norm_sq
     with torch.no_grad():
@@ -95,17 +95,17 @@ def test_step_bound_keeps_every_layer_non_expansive():
             layer_op.kernels.mul_(10.0)
         net.net.step.add_(1.0)  # and a larger step
     for m in range(net.net.n_layers):
-        used = float(net.net.step_of(m)) * float(spectral_norm_sq(net.net.ops[m].kernels))
+        used = float(net.net.step_of(m).detach()) * float(spectral_norm_sq(net.net.ops[m].kernels.detach()))
         assert used == pytest.approx(1.9, rel=1e-5)
 
 
 def test_random_start_thresholds_pass_the_top_decile():
     images = torch.rand(3, 1, 40, 40) * 255
     net = SpotNet.random(images, SpotNetConfig(n_channels=8), seed=0, quantile=0.9)
-    first = net.net.ops[0].adjoint(images)
-    passed = float((first.abs() > net.net.threshold_of(0)).float().mean())
+    first = net.net.ops[0].adjoint(images).detach()
+    passed = float((first.abs() > net.net.threshold_of(0).detach()).float().mean())
     assert passed == pytest.approx(0.1, abs=0.01)
-    kernels = net.net.ops[0].kernels
+    kernels = net.net.ops[0].kernels.detach()
     assert float(kernels.sum((1, 2)).abs().max()) < 1e-5  # zero-mean
     assert float(spectral_norm_sq(kernels)) == pytest.approx(1.0, rel=1e-5)
 

@@ -142,9 +142,12 @@ def best_threshold_f1(
 
 
 def pooled_best_threshold(
-    detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]], radius: float
+    detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]], radius: float,
+    per_image: bool = False,
 ) -> tuple[float, float]:
-    """One threshold for a set of images: the one maximising the pooled F1 -> (threshold, F1).
+    """One threshold for a set of images: the one maximising the pooled F1 (every detection
+    weighs the same) or, with ``per_image``, the mean of the images' F1 (every image weighs the
+    same: a sparse well counts as much as a crowded one) -> (threshold, that F1).
 
     detections: per image (pred (P, 2), scores (P,), truth (T, 2)). Used to fix a detection
     threshold on validation images.
@@ -163,8 +166,11 @@ def pooled_best_threshold(
     def f1(n: int) -> float:
         threshold = pooled[n - 1] if n else np.inf
         kept = [int((s >= threshold).sum()) for _, s, _ in images]
-        tp = sum(_true_positives(g, k) for (g, _, _), k in zip(images, kept, strict=True))
-        return 2 * tp / max(sum(kept) + n_truth, 1)
+        tp = [_true_positives(g, k) for (g, _, _), k in zip(images, kept, strict=True)]
+        if per_image:
+            return float(np.mean([2 * t / (k + n) if k + n else 1.0
+                                  for t, k, (_, _, n) in zip(tp, kept, images, strict=True)]))
+        return 2 * sum(tp) / max(sum(kept) + n_truth, 1)
 
     n_best = _best_count(f1, len(pooled))
     return (float(pooled[n_best - 1]) if n_best else float("inf")), f1(n_best)

@@ -86,8 +86,9 @@ def crop_sampler(samples, crop: int, batch_size: int = 1):
 
 
 def calibrate(checkpoint: str | Path, samples, device="cpu") -> tuple[float, float]:
-    """Fix the detection threshold of a trained ``checkpoint`` at the best pooled F1 on
-    validation ``samples`` (:func:`load_set`) and store it in the checkpoint (extra
+    """Fix the detection threshold of a trained ``checkpoint`` at the best mean per-image F1
+    on validation ``samples`` (:func:`load_set`; each image weighs the same, so a threshold
+    fitted on crowded and sparse wells works on both) and store it in the checkpoint (extra
     ``detection`` = {threshold, sigma}, ``val_f1``, ``radius``) -> (threshold, validation F1)."""
     from ...checkpoint import save_checkpoint
     from ...metrics import pooled_best_threshold
@@ -95,7 +96,7 @@ def calibrate(checkpoint: str | Path, samples, device="cpu") -> tuple[float, flo
 
     model, extra = load(checkpoint, device=device)
     detections = [(*detect(infer(model, image, device)), cells) for image, _, cells in samples]
-    threshold, val_f1 = pooled_best_threshold(detections, RADIUS)
+    threshold, val_f1 = pooled_best_threshold(detections, RADIUS, per_image=True)
     for legacy in ("threshold", "detect_sigma"):  # the slot before extra["detection"]
         extra.pop(legacy, None)
     extra |= {"detection": {"threshold": threshold, "sigma": DETECT_SIGMA}, "val_f1": val_f1,
