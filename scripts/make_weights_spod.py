@@ -7,10 +7,10 @@ M = 10, unsupervised loss (eq. 9) on the post-thresholded output, 64-px crops, r
 learning rate 0.05 and γ = 1 (no shrink; with a short CPU schedule the seed's γ = 0.3 made the
 test objective worse, see benchmarks/spod.md). λ is the noise rule of ``spod predict``
 (:func:`~proxscope.operators.spod.noise_lam`: 4·σ·||a_col||, the median over the training
-stacks) for 64-px tiles. ``--steps`` Adam steps per optimizer (the seed: 2,500; the default 100
-takes about 15 min on 1 thread of a 2-core CPU).
+stacks) for 64-px tiles. ``--steps`` Adam steps per optimizer (the seed: 2,500; the default 300
+takes about 20 min on 1 thread of a 2-core CPU).
 
-    .venv/bin/python scripts/make_weights_spod.py [--steps 100] [--out PATH]
+    .venv/bin/python scripts/make_weights_spod.py [--steps 300] [--out PATH] [--resume]
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ def training_stacks(n: int = 6, size: int = 160) -> tuple[list, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -56,7 +57,7 @@ def main() -> None:
                        crop=CROP, n_train=100, seed=0, relaxed=False, device="cpu", quiet=True)
     start = time.perf_counter()
     records = train_spod(
-        model, kernel, [p.y for p in prepared], cfg, args.out,
+        model, kernel, [p.y for p in prepared], cfg, args.out, resume=args.resume,
         extra={"made_by": "scripts/make_weights_spod.py", "data": "simulate seeds 100-105, "
                "160 px, default PSF", "preprocessing": "background", "lam_core": lam_core},
     )
