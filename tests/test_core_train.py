@@ -199,3 +199,15 @@ def test_plateau_divides_the_learning_rate_by_ten(tmp_path):
                       tmp_path / "m.safetensors", validate=lambda m: next(values))
     trainer.fit()
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_torch_device_in_config_is_stored_by_name(tmp_path):
+    """Benchmarks pass a resolved torch.device; the resume file's JSON must still be written."""
+    torch.manual_seed(0)
+    model = LISTA.from_solver(MATRIX, lam=0.05, n_layers=3)
+    config = TrainConfig(steps=5, lr=1e-2, val_every=5, ckpt_every=5, quiet=True,
+                         device=torch.device("cpu"))
+    assert config.device == "cpu"
+    trainer = Trainer(model, _loss, _sample, config, tmp_path / "dev.ckpt")
+    trainer.fit()
+    assert read_checkpoint(tmp_path / "dev.ckpt.resume").extra["train_config"]["device"] == "cpu"

@@ -52,6 +52,11 @@ class TrainConfig:
     #: (None: constant learning rate)
     plateau_patience: int | None = None
 
+    def __post_init__(self):
+        # a torch.device is accepted and stored as its name, so the config stays JSON (resume files)
+        if self.device is not None:
+            self.device = str(self.device)
+
 
 def to_device(batch, device):
     """Move tensors inside (nested) tuples / lists / dicts to ``device``."""
