@@ -58,6 +58,8 @@ def test_training_lowers_loss_and_keeps_best(tmp_path):
     assert extra["note"] == "test" and isinstance(model, LISTA)
     y, x = _sample(__import__("numpy").random.default_rng(123))
     assert float(_loss(model, (y, x))) == pytest.approx(min(vals), rel=1e-5)
+    stored = [h["val"] for h in extra["history"] if "val" in h]  # up to and incl. its own record
+    assert stored[-1] == min(vals) and stored == vals[: len(stored)]
 
 
 def _input_gradient_score(model):
@@ -211,3 +213,20 @@ def test_torch_device_in_config_is_stored_by_name(tmp_path):
     trainer = Trainer(model, _loss, _sample, config, tmp_path / "dev.ckpt")
     trainer.fit()
     assert read_checkpoint(tmp_path / "dev.ckpt.resume").extra["train_config"]["device"] == "cpu"
+
+
+def test_collapse_guard_restores_the_best_weights_and_halves_the_lr(tmp_path):
+    """restore_factor: a validation 4x the best one (a collapse) brings the best weights back,
+    clears Adam's moments and halves the learning rate; a small rise only counts as a plateau."""
+    trainer = _trainer(tmp_path / "guard.ckpt", 20)
+    trainer.config.restore_factor = 1.1
+    values = iter([1.0, 0.5, 0.52, 2.0])  # steps 5, 10, 15, 20
+    trainer.validate = lambda m: next(values)
+    history = trainer.fit()
+    restored = [h["step"] for h in history if h.get("restored")]
+    assert restored == [20]
+    best, _ = load(tmp_path / "guard.ckpt")
+    for name, value in best.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
+    assert not trainer.optimizer.state

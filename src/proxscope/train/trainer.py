@@ -51,6 +51,11 @@ class TrainConfig:
     #: divide every learning rate by 10 after this many validations without a new best
     #: (None: constant learning rate)
     plateau_patience: int | None = None
+    #: collapse guard for a positive validation loss: when a validation exceeds this factor
+    #: times the best one, reload the best weights, clear the optimizer's moments and halve
+    #: every learning rate (e.g. a thresholded net whose units all went dead, issue 16: no
+    #: gradient can bring it back). None: off
+    restore_factor: float | None = None
 
     def __post_init__(self):
         # a torch.device is accepted and stored as its name, so the config stays JSON (resume files)
@@ -221,6 +226,19 @@ class Trainer:
                 group["lr"] /= 10
             self.stale = 0
 
+    def _restore_best(self) -> None:
+        """Collapse guard (``restore_factor``): best weights back, fresh Adam moments, half the
+        learning rates; every rank reads the best file rank 0 wrote."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        self.model.load_state_dict(read_checkpoint(self.out, device=self.device).model_state())
+        self.optimizer.state.clear()
+        for group in self.optimizer.param_groups:
+            group["lr"] /= 2
+        self.stale = 0
+
     def _save_best(self) -> None:
         if self.rank != 0:
             return
@@ -274,17 +292,21 @@ class Trainer:
             value = float(loss.detach())
             running = value if running is None else 0.9 * running + 0.1 * value
             record: dict[str, float] = {"step": self.step, "loss": value}
+            self.history.append(record)  # before _save_best: the best file holds its own record
             if self.validate is not None and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 record["val"] = self._run_validation()
                 if record["val"] < self.best_val:
                     self.best_val, self.stale = record["val"], 0
                     self._save_best()
+                elif (cfg.restore_factor and 0 < self.best_val < math.inf
+                      and record["val"] > cfg.restore_factor * self.best_val):
+                    self._restore_best()
+                    record["restored"] = True
                 else:
                     self._on_plateau()
                 bar.set_postfix(loss=f"{running:.4g}", val=f"{record['val']:.4g}")
             elif self.step % 10 == 0:
                 bar.set_postfix(loss=f"{running:.4g}")
-            self.history.append(record)
             bar.update(1)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self._save_resume()

@@ -98,24 +98,42 @@ def _iqr(values) -> float:
     return float(q3 - q1)
 
 
+def _training_record(name) -> dict:
+    """The validation trajectory stored in the checkpoint ``name`` (bundled name or path): best
+    validation MSE / all-zero MSE, its step, every (step, value) record, threshold, val F1."""
+    from ...checkpoint import read_checkpoint
+    from ...models import resolve
+
+    extra = read_checkpoint(resolve(name)).extra
+    vals = [(h["step"], h["val"]) for h in extra.get("history", []) if "val" in h]
+    best = min(vals, key=lambda sv: sv[1]) if vals else (None, None)
+    return {"best_val_loss_vs_zero": best[1], "best_step": best[0], "val_history": vals,
+            "threshold": extra.get("detection", {}).get("threshold"),
+            "val_f1": extra.get("val_f1")}
+
+
 def _models(quick: bool, seed: int, device, quiet: bool, root: Path):
-    """{'spotnet': (model, detection settings), 'convnet': ...} and a description of their
-    training (quick: the bundled weights; full: retrained in ``root``)."""
+    """{'spotnet': (model, detection settings), 'convnet': ...}, a description of their
+    training (quick: the bundled weights; full: retrained in ``root``) and each model's
+    :func:`_training_record`."""
     from ...sim.fluorospot import FluoroSpotConfig
     from .simulate import simulate_dirs
     from .train import MODELS, train
 
     if quick:
-        models = {name: load_model(name, device)[:2] for name in MODELS}
-        return models, "bundled weights (scripts/make_weights_spots.py)"
+        return ({name: load_model(name, device)[:2] for name in MODELS},
+                "bundled weights (scripts/make_weights_spots.py)",
+                {name: _training_record(name) for name in MODELS})
     folders = simulate_dirs(FluoroSpotConfig(), list(range(TRAIN_SEED, TRAIN_SEED + 10)), root)
     for name in MODELS:
         train(name, folders[:7], root / f"{name}.safetensors", val=folders[7:],
               steps=FULL_STEPS[name], crop=FULL_CROP, val_every=FULL_STEPS[name] // 40, seed=seed,
               device=device, quiet=quiet)
-    models = {name: load_model(root / f"{name}.safetensors", device)[:2] for name in MODELS}
+    paths = {name: root / f"{name}.safetensors" for name in MODELS}
     steps = ", ".join(f"{name} {n} steps" for name, n in FULL_STEPS.items())
-    return models, f"retrained: 7 train + 3 val images, {steps}, {FULL_CROP}x{FULL_CROP} crops"
+    return ({name: load_model(path, device)[:2] for name, path in paths.items()},
+            f"retrained: 7 train + 3 val images, {steps}, {FULL_CROP}x{FULL_CROP} crops",
+            {name: _training_record(path) for name, path in paths.items()})
 
 
 def run_bench(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> dict:
@@ -133,7 +151,7 @@ def run_bench(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> d
     n_test = 3 if quick else 50
     total_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        models, trained = _models(quick, seed, device, quiet, Path(tmp))
+        models, trained, training = _models(quick, seed, device, quiet, Path(tmp))
     base = fs.FluoroSpotConfig()
     kernels, operator = fs.make_kernels(base), fs.codes_operator(base)
     per_image, apg_case = [], None
@@ -220,6 +238,7 @@ def run_bench(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> d
             "detection": "peak_local_max (3x3) of the LoG-sharpened temporal mean, "
                          f"sigma {DETECT_SIGMA:g} px",
         },
+        "training": training,
         "per_group": summary,
         "spotnet_loss_lower_than_convnet_fraction": float(np.mean(spot_better)),
         "spotnet_best_f1_above_convnet_fraction": float(np.mean(spot_f1_better)),
