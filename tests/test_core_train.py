@@ -230,3 +230,13 @@ def test_collapse_guard_restores_the_best_weights_and_halves_the_lr(tmp_path):
         assert torch.equal(trainer.model.state_dict()[name], value), name
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
     assert not trainer.optimizer.state
+
+
+def test_collapse_guard_rejects_a_factor_of_one_and_catches_nan(tmp_path):
+    with pytest.raises(ValueError, match="restore_factor"):
+        TrainConfig(restore_factor=1.0)
+    trainer = _trainer(tmp_path / "nan.ckpt", 10)
+    trainer.config.restore_factor = 1.1
+    values = iter([0.5, float("nan")])
+    trainer.validate = lambda m: next(values)
+    assert [h["step"] for h in trainer.fit() if h.get("restored")] == [10]

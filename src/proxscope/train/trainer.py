@@ -61,6 +61,8 @@ class TrainConfig:
         # a torch.device is accepted and stored as its name, so the config stays JSON (resume files)
         if self.device is not None:
             self.device = str(self.device)
+        if self.restore_factor is not None and not self.restore_factor > 1:
+            raise ValueError(f"restore_factor must be > 1 (or None), got {self.restore_factor}")
 
 
 def to_device(batch, device):
@@ -258,6 +260,12 @@ class Trainer:
         with torch.enable_grad() if self.config.validation_grad else torch.no_grad():
             value = float(self.validate(self.model))
         self.model.train()
+        if self.world > 1:  # every rank takes the same best / restore / plateau branch
+            import torch.distributed as dist
+
+            shared = torch.tensor([value], dtype=torch.float64, device=self.device)
+            dist.broadcast(shared, src=0)
+            value = float(shared)
         return value
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
@@ -299,7 +307,7 @@ class Trainer:
                     self.best_val, self.stale = record["val"], 0
                     self._save_best()
                 elif (cfg.restore_factor and 0 < self.best_val < math.inf
-                      and record["val"] > cfg.restore_factor * self.best_val):
+                      and not record["val"] <= cfg.restore_factor * self.best_val):  # NaN too
                     self._restore_best()
                     record["restored"] = True
                 else:

@@ -99,15 +99,18 @@ def _iqr(values) -> float:
 
 
 def _training_record(name) -> dict:
-    """The validation trajectory stored in the checkpoint ``name`` (bundled name or path): best
-    validation MSE / all-zero MSE, its step, every (step, value) record, threshold, val F1."""
+    """The validation trajectory stored in the bundled checkpoint ``name`` (its history runs to
+    the best step): best validation MSE / all-zero MSE, its step, every (step, value) record,
+    the collapse-guard restores, threshold, val F1."""
     from ...checkpoint import read_checkpoint
     from ...models import resolve
 
     extra = read_checkpoint(resolve(name)).extra
-    vals = [(h["step"], h["val"]) for h in extra.get("history", []) if "val" in h]
+    history = extra.get("history", [])
+    vals = [(h["step"], h["val"]) for h in history if "val" in h]
     best = min(vals, key=lambda sv: sv[1]) if vals else (None, None)
     return {"best_val_loss_vs_zero": best[1], "best_step": best[0], "val_history": vals,
+            "restored_at": [h["step"] for h in history if h.get("restored")],
             "threshold": extra.get("detection", {}).get("threshold"),
             "val_f1": extra.get("val_f1")}
 
@@ -125,15 +128,19 @@ def _models(quick: bool, seed: int, device, quiet: bool, root: Path):
                 "bundled weights (scripts/make_weights_spots.py)",
                 {name: _training_record(name) for name in MODELS})
     folders = simulate_dirs(FluoroSpotConfig(), list(range(TRAIN_SEED, TRAIN_SEED + 10)), root)
+    training = {}
     for name in MODELS:
-        train(name, folders[:7], root / f"{name}.safetensors", val=folders[7:],
-              steps=FULL_STEPS[name], crop=FULL_CROP, val_every=FULL_STEPS[name] // 40, seed=seed,
-              device=device, quiet=quiet)
-    paths = {name: root / f"{name}.safetensors" for name in MODELS}
+        summary = train(name, folders[:7], root / f"{name}.safetensors", val=folders[7:],
+                        steps=FULL_STEPS[name], crop=FULL_CROP, val_every=FULL_STEPS[name] // 40,
+                        seed=seed, device=device, quiet=quiet)
+        training[name] = {"best_val_loss_vs_zero": summary["best_val_loss"],  # whole run
+                          "best_step": summary["best_step"], "val_history": summary["val_history"],
+                          "restored_at": summary["restored_at"], "threshold": summary["threshold"],
+                          "val_f1": summary["val_f1"]}
     steps = ", ".join(f"{name} {n} steps" for name, n in FULL_STEPS.items())
-    return ({name: load_model(path, device)[:2] for name, path in paths.items()},
+    return ({name: load_model(root / f"{name}.safetensors", device)[:2] for name in MODELS},
             f"retrained: 7 train + 3 val images, {steps}, {FULL_CROP}x{FULL_CROP} crops",
-            {name: _training_record(path) for name, path in paths.items()})
+            training)
 
 
 def run_bench(quick: bool, seed: int = 0, device=None, quiet: bool = False) -> dict:

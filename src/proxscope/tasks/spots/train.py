@@ -180,7 +180,8 @@ def train(
     history = trainer.fit(resume=resume)
     threshold, val_f1 = calibrate(out, val_set, dev)
     vals = [(h["step"], h["val"]) for h in history if "val" in h]
-    return {"out": str(out), "steps": trainer.step,
+    restored = [h["step"] for h in history if h.get("restored")]
+    return {"out": str(out), "steps": trainer.step, "restored_at": restored,
             "best_val_loss": min(v for _, v in vals) if vals else None,
             "best_step": min(vals, key=lambda sv: sv[1])[0] if vals else None,
             "val_history": vals, "threshold": threshold, "val_f1": val_f1}
