@@ -240,3 +240,13 @@ def test_collapse_guard_rejects_a_factor_of_one_and_catches_nan(tmp_path):
     values = iter([0.5, float("nan")])
     trainer.validate = lambda m: next(values)
     assert [h["step"] for h in trainer.fit() if h.get("restored")] == [10]
+
+
+def test_collapse_guard_by_level_catches_a_collapse_near_the_start(tmp_path):
+    """Best 0.96, then 1.0 (a dead all-zero output scores 1): within factor 1.1, caught by the
+    level 0.999; a value just below the level is only a plateau."""
+    trainer = _trainer(tmp_path / "level.ckpt", 15)
+    trainer.config.restore_factor, trainer.config.restore_level = 1.1, 0.999
+    values = iter([0.96, 0.998, 1.0])
+    trainer.validate = lambda m: next(values)
+    assert [h["step"] for h in trainer.fit() if h.get("restored")] == [15]

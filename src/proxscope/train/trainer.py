@@ -56,6 +56,10 @@ class TrainConfig:
     #: every learning rate (e.g. a thresholded net whose units all went dead, issue 16: no
     #: gradient can bring it back). None: off
     restore_factor: float | None = None
+    #: collapse guard, absolute: restore as above when a validation reaches this level while
+    #: the best is below it (e.g. the score of a dead, all-zero output, which early in training
+    #: can be within ``restore_factor`` of the best). None: off
+    restore_level: float | None = None
 
     def __post_init__(self):
         # a torch.device is accepted and stored as its name, so the config stays JSON (resume files)
@@ -228,6 +232,17 @@ class Trainer:
                 group["lr"] /= 10
             self.stale = 0
 
+    def _collapsed(self, val: float) -> bool:
+        """The collapse guard's test (``restore_factor``, ``restore_level``; NaN counts)."""
+        cfg = self.config
+        if not math.isfinite(self.best_val):
+            return False
+        by_factor = (cfg.restore_factor is not None and self.best_val > 0
+                     and not val <= cfg.restore_factor * self.best_val)
+        by_level = (cfg.restore_level is not None and self.best_val < cfg.restore_level
+                    and not val < cfg.restore_level)
+        return by_factor or by_level
+
     def _restore_best(self) -> None:
         """Collapse guard (``restore_factor``): best weights back, fresh Adam moments, half the
         learning rates; every rank reads the best file rank 0 wrote."""
@@ -306,8 +321,7 @@ class Trainer:
                 if record["val"] < self.best_val:
                     self.best_val, self.stale = record["val"], 0
                     self._save_best()
-                elif (cfg.restore_factor and 0 < self.best_val < math.inf
-                      and not record["val"] <= cfg.restore_factor * self.best_val):  # NaN too
+                elif self._collapsed(record["val"]):
                     self._restore_best()
                     record["restored"] = True
                 else:

@@ -26,11 +26,13 @@ from .simulate import read_sample
 
 MODELS = ("spotnet", "convnet")
 #: Adam settings per model: lr (kernels / all weights), scalar_lr (SpotNet's log-steps,
-#: log-thresholds, momenta), grad_clip (max gradient norm, None: off), restore_factor (the
-#: trainer's collapse guard: a SpotNet layer whose threshold passes every input outputs 0 with
-#: zero gradient, and training never recovers — measured at step 5,500 and 9,500 of two runs)
-RECIPES = {"spotnet": {"lr": 3e-3, "scalar_lr": 1e-2, "grad_clip": None, "restore_factor": 1.1},
-           "convnet": {"lr": 1e-3, "scalar_lr": None, "grad_clip": None, "restore_factor": 1.1}}
+#: log-thresholds, momenta), grad_clip (max gradient norm, None: off), restore_factor and
+#: restore_level (the trainer's collapse guard: a SpotNet layer whose threshold passes every
+#: input outputs 0 with zero gradient, and training never recovers — measured at step 5,500 and
+#: 9,500 of two runs; a dead net's validation MSE / zero-output MSE is 1)
+_GUARD = {"restore_factor": 1.1, "restore_level": 0.999}
+RECIPES = {"spotnet": {"lr": 3e-3, "scalar_lr": 1e-2, "grad_clip": None, **_GUARD},
+           "convnet": {"lr": 1e-3, "scalar_lr": None, "grad_clip": None, **_GUARD}}
 DEFAULT_LR = {name: recipe["lr"] for name, recipe in RECIPES.items()}
 
 
@@ -166,7 +168,7 @@ def train(
         lambda m, batch: secretion_loss(m(batch[0]), batch[1]),
         crop_sampler(train_set, crop, batch_size),
         TrainConfig(steps=steps, lr=recipe["lr"], grad_clip=recipe["grad_clip"],
-                    restore_factor=recipe["restore_factor"],
+                    restore_factor=recipe["restore_factor"], restore_level=recipe["restore_level"],
                     val_every=val_every, ckpt_every=val_every, seed=seed, device=device,
                     quiet=quiet),
         out,
