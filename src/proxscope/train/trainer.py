@@ -244,7 +244,7 @@ class Trainer:
         return by_factor or by_level
 
     def _restore_best(self) -> None:
-        """Collapse guard (``restore_factor``): best weights back, fresh Adam moments, half the
+        """Collapse guard (:meth:`_collapsed`): best weights back, fresh Adam moments, half the
         learning rates; every rank reads the best file rank 0 wrote."""
         if self.world > 1:
             import torch.distributed as dist

@@ -98,21 +98,25 @@ def _iqr(values) -> float:
     return float(q3 - q1)
 
 
-def _training_record(name) -> dict:
-    """The validation trajectory stored in the bundled checkpoint ``name`` (its history runs to
-    the best step): best validation MSE / all-zero MSE, its step, every (step, value) record,
-    the collapse-guard restores, threshold, val F1."""
+def _training_record(summary: dict) -> dict:
+    """The JSON record of a model's training from :func:`.train.history_summary` keys plus
+    threshold and val_f1 (validation losses are MSE / all-zero-output MSE)."""
+    return {"best_val_loss_vs_zero": summary["best_val_loss"],
+            **{key: summary[key] for key in ("best_step", "val_history", "restored_at",
+                                              "threshold", "val_f1")}}
+
+
+def _bundled_training(name: str) -> dict:
+    """:func:`_training_record` of the bundled checkpoint ``name`` (its history runs to the
+    best step)."""
     from ...checkpoint import read_checkpoint
     from ...models import resolve
+    from .train import history_summary
 
     extra = read_checkpoint(resolve(name)).extra
-    history = extra.get("history", [])
-    vals = [(h["step"], h["val"]) for h in history if "val" in h]
-    best = min(vals, key=lambda sv: sv[1]) if vals else (None, None)
-    return {"best_val_loss_vs_zero": best[1], "best_step": best[0], "val_history": vals,
-            "restored_at": [h["step"] for h in history if h.get("restored")],
-            "threshold": extra.get("detection", {}).get("threshold"),
-            "val_f1": extra.get("val_f1")}
+    return _training_record({**history_summary(extra.get("history", [])),
+                             "threshold": extra.get("detection", {}).get("threshold"),
+                             "val_f1": extra.get("val_f1")})
 
 
 def _models(quick: bool, seed: int, device, quiet: bool, root: Path):
@@ -126,17 +130,14 @@ def _models(quick: bool, seed: int, device, quiet: bool, root: Path):
     if quick:
         return ({name: load_model(name, device)[:2] for name in MODELS},
                 "bundled weights (scripts/make_weights_spots.py)",
-                {name: _training_record(name) for name in MODELS})
+                {name: _bundled_training(name) for name in MODELS})
     folders = simulate_dirs(FluoroSpotConfig(), list(range(TRAIN_SEED, TRAIN_SEED + 10)), root)
     training = {}
     for name in MODELS:
         summary = train(name, folders[:7], root / f"{name}.safetensors", val=folders[7:],
                         steps=FULL_STEPS[name], crop=FULL_CROP, val_every=FULL_STEPS[name] // 40,
                         seed=seed, device=device, quiet=quiet)
-        training[name] = {"best_val_loss_vs_zero": summary["best_val_loss"],  # whole run
-                          "best_step": summary["best_step"], "val_history": summary["val_history"],
-                          "restored_at": summary["restored_at"], "threshold": summary["threshold"],
-                          "val_f1": summary["val_f1"]}
+        training[name] = _training_record(summary)  # the whole run's history
     steps = ", ".join(f"{name} {n} steps" for name, n in FULL_STEPS.items())
     return ({name: load_model(root / f"{name}.safetensors", device)[:2] for name in MODELS},
             f"retrained: 7 train + 3 val images, {steps}, {FULL_CROP}x{FULL_CROP} crops",

@@ -181,9 +181,14 @@ def train(
     )
     history = trainer.fit(resume=resume)
     threshold, val_f1 = calibrate(out, val_set, dev)
+    return {"out": str(out), "steps": trainer.step, **history_summary(history),
+            "threshold": threshold, "val_f1": val_f1}
+
+
+def history_summary(history: list[dict]) -> dict:
+    """A trainer history -> best_val_loss, best_step (None without validations), val_history
+    [(step, val)] and restored_at (steps where the collapse guard restored the best weights)."""
     vals = [(h["step"], h["val"]) for h in history if "val" in h]
-    restored = [h["step"] for h in history if h.get("restored")]
-    return {"out": str(out), "steps": trainer.step, "restored_at": restored,
-            "best_val_loss": min(v for _, v in vals) if vals else None,
-            "best_step": min(vals, key=lambda sv: sv[1])[0] if vals else None,
-            "val_history": vals, "threshold": threshold, "val_f1": val_f1}
+    best = min(vals, key=lambda sv: sv[1]) if vals else (None, None)
+    return {"best_val_loss": best[1], "best_step": best[0], "val_history": vals,
+            "restored_at": [h["step"] for h in history if h.get("restored")]}
